@@ -1,0 +1,342 @@
+"""A frozen description of the service under test.
+
+A :class:`Target` says how to start the service (argv with ``{port}`` and
+``{host}`` placeholders, env, cwd), how to know it is ready, where its
+WebSocket endpoint and its optional ``/stats`` live, which protocol adapter
+speaks to it, and the limits the scenarios hold it to. It is built from a
+command line (:func:`target_from_cmd`), a TOML file (:func:`load_target`), the
+``[tool.wschaos]`` table of a pyproject (:func:`load_pyproject_target`), or for
+the embedded reference server (:func:`reference_target`).
+
+Nothing here does I/O beyond reading the TOML file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "LISTENING_PATTERN",
+    "Limits",
+    "Readiness",
+    "RemoteAddressError",
+    "Target",
+    "TargetError",
+    "check_loopback",
+    "load_pyproject_target",
+    "load_target",
+    "reference_target",
+    "target_from_cmd",
+]
+
+#: The readiness line of the reference protocol: ``LISTENING <host>:<port>``.
+LISTENING_PATTERN = r"LISTENING (?P<host>\[?[0-9A-Za-z.:]+\]?):(?P<port>\d+)"
+
+DEFAULT_NOISE = (
+    "Traceback",
+    "KeyboardInterrupt",
+    "Task was destroyed but it is pending",
+    "Exception ignored",
+    "was never awaited",
+    "Exception in thread",
+    "concurrent.futures.thread",  # executor join at interpreter exit
+)
+
+
+class TargetError(ValueError):
+    """A target description is invalid; the message names where the bad value came from."""
+
+
+class RemoteAddressError(TargetError):
+    """An address outside loopback was given without ``allow_remote``."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds the scenarios hold the target to, in seconds (before scaling)."""
+
+    grace_s: float = 3.0
+    hard_limit_s: float = 10.0
+    heartbeat_interval_s: float = 10.0
+    ack_bound_s: float = 0.2
+    upstream_close_s: float = 0.2
+    second_sigint_s: float = 0.5
+    exit_margin_s: float = 1.0
+    ready_timeout_s: float = 20.0
+    client_exit_s: float = 1.0
+    exit_codes: tuple[int, ...] = (0,)
+    forced_exit_codes: tuple[int, ...] = (130,)
+    watchdog_exit_codes: tuple[int, ...] = (1,)
+    max_concurrent_requests: int = 8
+    max_size: int = 1048576
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How the supervisor knows the target accepts connections.
+
+    ``kind="line"``: a stdout line matches ``pattern`` (its ``port`` group, when
+    present, gives the port actually bound); ``"port"``: the TCP port accepts;
+    ``"http"``: ``url`` answers 2xx.
+    """
+
+    kind: Literal["line", "port", "http"] = "line"
+    pattern: str = LISTENING_PATTERN
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    host: str = "127.0.0.1"
+    #: 0: the port comes from the readiness line, or the harness picks a free
+    #: one and substitutes it for ``{port}`` in argv.
+    port: int = 0
+    ws_path: str = "/ws"
+    readiness: Readiness = Readiness()
+    stats_path: str | None = "/stats"
+    health_path: str | None = "/health"
+    #: "reference", "declarative" (with ``adapter_config``), or "module:Class".
+    adapter: str = "reference"
+    adapter_config: Mapping[str, Any] = field(default_factory=dict)
+    limits: Limits = Limits()
+    #: Inject the zero-code Python probe (sitecustomize on PYTHONPATH).
+    python_probe: bool = False
+    noise_patterns: tuple[str, ...] = DEFAULT_NOISE
+    allow_remote: bool = False
+    #: Reference-server fault switches, recorded so reports can name them.
+    faults: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise TargetError(f"target {self.name!r}: argv is empty")
+        if not self.allow_remote:
+            check_loopback(self.host, where=f"target {self.name!r} host")
+
+    def ws_url(self, port: int, host: str | None = None) -> str:
+        return f"ws://{_netloc(host or self.host, port)}{self.ws_path}"
+
+    def http_url(self, port: int, path: str, host: str | None = None) -> str:
+        return f"http://{_netloc(host or self.host, port)}{path}"
+
+    def render_argv(self, port: int) -> list[str]:
+        return [a.replace("{port}", str(port)).replace("{host}", self.host) for a in self.argv]
+
+    def with_faults(self, *faults: str) -> Target:
+        """The same target with reference-server ``--fault`` switches appended."""
+        extra: list[str] = []
+        for f in faults:
+            extra += ["--fault", f]
+        return replace(self, argv=(*self.argv, *extra), faults=(*self.faults, *faults))
+
+    def with_args(self, *args: str) -> Target:
+        return replace(self, argv=(*self.argv, *args))
+
+    def with_limits(self, **changes: Any) -> Target:
+        return replace(self, limits=replace(self.limits, **changes))
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def check_loopback(host_or_url: str, *, where: str = "address", allow_remote: bool = False) -> None:
+    """Refuse anything that is not 127.0.0.0/8, ::1 or ``localhost``."""
+    if allow_remote:
+        return
+    host = host_or_url
+    if "://" in host_or_url:
+        host = urlsplit(host_or_url).hostname or ""
+    host = host.strip("[]")
+    if host == "localhost":
+        return
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise RemoteAddressError(
+            f"{where}: {host_or_url!r} is not a loopback address; wschaos only sends "
+            "traffic to 127.0.0.0/8 and ::1 unless --allow-remote is given"
+        ) from None
+    if not ip.is_loopback:
+        raise RemoteAddressError(
+            f"{where}: {host_or_url!r} is outside loopback; pass --allow-remote to target it"
+        )
+
+
+def reference_target(
+    faults: Sequence[str] = (),
+    extra_args: Sequence[str] = (),
+    *,
+    python_probe: bool = False,
+    env: Mapping[str, str] | None = None,
+    **limit_changes: Any,
+) -> Target:
+    """The embedded reference server, on a free port, with optional fault switches."""
+    limits = Limits(**limit_changes)
+    argv = [
+        sys.executable, "-m", "reference_server",
+        "--port", "0",
+        "--grace", _num(limits.grace_s),
+        "--hard-limit", _num(limits.hard_limit_s),
+        "--heartbeat-interval", _num(limits.heartbeat_interval_s),
+    ]
+    argv += list(extra_args)
+    target = Target(
+        name="reference",
+        argv=tuple(argv),
+        env=dict(env or {}),
+        limits=limits,
+        python_probe=python_probe,
+    )
+    return target.with_faults(*faults) if faults else target
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def target_from_cmd(cmd: str, **overrides: Any) -> Target:
+    """A target from one shell-quoted command line: reference protocol, LISTENING readiness."""
+    try:
+        argv = tuple(shlex.split(cmd))
+    except ValueError as exc:
+        raise TargetError(f"--target-cmd: cannot split {cmd!r}: {exc}") from None
+    return Target(name=overrides.pop("name", argv[0] if argv else "target"), argv=argv, **overrides)
+
+
+def load_target(path: str | Path, *, allow_remote: bool = False) -> Target:
+    """A target from a TOML file (the ``[target]`` table, or the top level)."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TargetError(f"{p}: no such target file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TargetError(f"{p}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{p}: not valid TOML: {exc}") from None
+    table = data.get("target", data)
+    return target_from_mapping(table, source=str(p), base_dir=p.parent, allow_remote=allow_remote)
+
+
+def load_pyproject_target(path: str | Path = "pyproject.toml", *, allow_remote: bool = False) -> Target | None:
+    """The ``[tool.wschaos.target]`` table of a pyproject, or None when there is none."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{p}: not valid TOML: {exc}") from None
+    table = data.get("tool", {}).get("wschaos", {}).get("target")
+    if table is None:
+        return None
+    return target_from_mapping(
+        table, source=f"{p} [tool.wschaos.target]", base_dir=p.parent, allow_remote=allow_remote
+    )
+
+
+_TARGET_KEYS = {f.name for f in fields(Target)} | {"cmd"}
+_LIMIT_KEYS = {f.name for f in fields(Limits)}
+
+
+def target_from_mapping(
+    table: Mapping[str, Any], *, source: str, base_dir: Path | None = None, allow_remote: bool = False
+) -> Target:
+    """Validate a target table; every error names ``source`` and the key."""
+    if not isinstance(table, Mapping):
+        raise TargetError(f"{source}: the target must be a table")
+    unknown = sorted(set(table) - _TARGET_KEYS)
+    if unknown:
+        raise TargetError(f"{source}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(_TARGET_KEYS))}")
+    kw: dict[str, Any] = {}
+    if "cmd" in table and "argv" in table:
+        raise TargetError(f"{source}: give either cmd or argv, not both")
+    if "cmd" in table:
+        kw["argv"] = tuple(shlex.split(_expect(table, "cmd", str, source)))
+    elif "argv" in table:
+        argv = _expect(table, "argv", list, source)
+        if not all(isinstance(a, str) for a in argv):
+            raise TargetError(f"{source}: argv must be a list of strings")
+        kw["argv"] = tuple(argv)
+    else:
+        raise TargetError(f"{source}: the target needs cmd (a command line) or argv (a list)")
+    kw["name"] = _expect(table, "name", str, source, default=kw["argv"][0] if kw["argv"] else "target")
+    for key, typ in (("host", str), ("ws_path", str), ("adapter", str), ("cwd", str)):
+        if key in table:
+            kw[key] = _expect(table, key, typ, source)
+    if "cwd" in kw and base_dir is not None and not Path(kw["cwd"]).is_absolute():
+        kw["cwd"] = str((base_dir / kw["cwd"]).resolve())
+    if "port" in table:
+        kw["port"] = _expect(table, "port", int, source)
+    for key in ("stats_path", "health_path"):
+        if key in table:
+            val = table[key]
+            if val is not False and not isinstance(val, str):
+                raise TargetError(f"{source}: {key} must be a path string or false")
+            kw[key] = val or None
+    for key in ("python_probe", "allow_remote"):
+        if key in table:
+            kw[key] = _expect(table, key, bool, source)
+    kw["allow_remote"] = kw.get("allow_remote", False) or allow_remote
+    if "env" in table:
+        env = _expect(table, "env", dict, source)
+        if not all(isinstance(v, str) for v in env.values()):
+            raise TargetError(f"{source}: env values must be strings")
+        kw["env"] = dict(env)
+    if "noise_patterns" in table:
+        kw["noise_patterns"] = tuple(_expect(table, "noise_patterns", list, source))
+    if "adapter_config" in table:
+        kw["adapter_config"] = _expect(table, "adapter_config", dict, source)
+    if "readiness" in table:
+        r = _expect(table, "readiness", dict, source)
+        kind = r.get("kind", "line")
+        if kind not in ("line", "port", "http"):
+            raise TargetError(f"{source}: readiness.kind must be line, port or http, not {kind!r}")
+        if kind == "http" and not isinstance(r.get("url"), str):
+            raise TargetError(f"{source}: readiness.kind = 'http' needs readiness.url")
+        kw["readiness"] = Readiness(kind=kind, pattern=r.get("pattern", LISTENING_PATTERN), url=r.get("url"))
+    if "limits" in table:
+        lim = _expect(table, "limits", dict, source)
+        bad = sorted(set(lim) - _LIMIT_KEYS)
+        if bad:
+            raise TargetError(f"{source}: unknown limit(s) {', '.join(bad)}; known: {', '.join(sorted(_LIMIT_KEYS))}")
+        conv: dict[str, Any] = {}
+        for k, v in lim.items():
+            if k.endswith("_codes"):
+                if not isinstance(v, list) or not all(isinstance(i, int) for i in v):
+                    raise TargetError(f"{source}: limits.{k} must be a list of integers")
+                conv[k] = tuple(v)
+            elif isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise TargetError(f"{source}: limits.{k} must be a positive number, not {v!r}")
+            else:
+                conv[k] = v
+        kw["limits"] = Limits(**conv)
+    try:
+        return Target(**kw)
+    except TargetError as exc:
+        raise TargetError(f"{source}: {exc}") from None
+
+
+def _expect(table: Mapping[str, Any], key: str, typ: type, source: str, default: Any = None) -> Any:
+    if key not in table:
+        return default
+    val = table[key]
+    if typ is int and isinstance(val, bool) or not isinstance(val, typ):
+        raise TargetError(f"{source}: {key} must be a {typ.__name__}, not {type(val).__name__} {val!r}")
+    return val

@@ -58,13 +58,13 @@ class History:
         self.records: list[Operation | Observation] = []
 
     # -- writing -------------------------------------------------------------
-    def begin(self, client: str, kind: str, **data: Any) -> Operation:
+    def begin(self, client: str, kind: str, /, **data: Any) -> Operation:
         op = Operation(id=next(self._ids), client=client, kind=kind, started_ns=now_ns(), data=data)
         with self._lock:
             self.records.append(op)
         return op
 
-    def end(self, op: Operation, outcome: Outcome, **data: Any) -> Operation:
+    def end(self, op: Operation, outcome: Outcome, /, **data: Any) -> Operation:
         if op.outcome != "pending":
             raise RuntimeError(f"operation {op.id} ({op.kind}) already ended {op.outcome}")
         op.ended_ns = now_ns()
@@ -72,7 +72,7 @@ class History:
         op.outcome = outcome
         return op
 
-    def observe(self, source: str, kind: str, t_ns: int | None = None, **data: Any) -> Observation:
+    def observe(self, source: str, kind: str, /, t_ns: int | None = None, **data: Any) -> Observation:
         obs = Observation(id=next(self._ids), source=source, kind=kind, t_ns=t_ns or now_ns(), data=data)
         with self._lock:
             self.records.append(obs)

@@ -329,8 +329,8 @@ def target_from_mapping(
         kw["limits"] = Limits(**conv)
     try:
         return Target(**kw)
-    except TargetError as exc:
-        raise TargetError(f"{source}: {exc}") from None
+    except TargetError as exc:  # keep the subclass: callers tell a remote refusal apart
+        raise type(exc)(f"{source}: {exc}") from None
 
 
 def _expect(table: Mapping[str, Any], key: str, typ: type, source: str, default: Any = None) -> Any:

@@ -1,0 +1,382 @@
+"""Scenario registry, the per-case :class:`Context`, and :func:`run_case`.
+
+A scenario module says *what* to do and *what must hold*::
+
+    @scenario("interrupts.storm", cases={"10x10": {"sessions": 10}})
+    async def storm(ctx: Context, sessions: int) -> None:
+        sup = await ctx.start_target()
+        ...
+        ctx.check(checkers.ack_latency(ctx.history, bound_ms=...))
+
+Processes, sockets and cleanup stay here and in the modules this one calls.
+``run_case`` is the one way a case runs: the pytest plugin, the CLI and the
+project's own tests all go through it, so a check proven in ``tests/`` is the
+check the gate makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import pkgutil
+import random
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .history import History
+from .target import Limits, Target
+from .timing import scaled
+from .verdict import Verdict, unknown
+
+if TYPE_CHECKING:  # imported lazily at run time: a checker test needs none of this
+    from .client import Client
+    from .fake_upstream import FakeUpstream
+    from .supervisor import Supervisor
+
+__all__ = [
+    "REGISTRY",
+    "Case",
+    "CaseOutcome",
+    "Context",
+    "NotApplicable",
+    "load_scenarios",
+    "run_case",
+    "run_case_sync",
+    "scenario",
+    "select_cases",
+]
+
+ScenarioFn = Callable[..., Awaitable[None]]
+
+
+class NotApplicable(Exception):
+    """The case cannot run against this target (it needs a capability it lacks)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    scenario: str
+    name: str
+    fn: ScenarioFn = field(repr=False, compare=False)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    #: "reference": needs the reference server's test switches; "pty": a real terminal.
+    requires: frozenset[str] = frozenset()
+    timeout_s: float = 60.0
+    #: Parameter overrides per profile, e.g. {"release": {"cycles": 3000}}.
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    doc: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.scenario}[{self.name}]"
+
+    def params_for(self, profile: str) -> dict[str, Any]:
+        return {**self.params, **self.profiles.get(profile, {})}
+
+
+REGISTRY: dict[str, Case] = {}
+
+
+def scenario(
+    name: str,
+    *,
+    cases: Mapping[str, Mapping[str, Any]] | None = None,
+    requires: Iterable[str] = (),
+    timeout_s: float = 60.0,
+    profiles: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Callable[[ScenarioFn], ScenarioFn]:
+    """Register ``fn`` as a scenario with one case per entry of ``cases``."""
+
+    def register(fn: ScenarioFn) -> ScenarioFn:
+        for case_name, params in (cases or {"default": {}}).items():
+            case = Case(
+                scenario=name,
+                name=case_name,
+                fn=fn,
+                params=dict(params),
+                requires=frozenset(requires),
+                timeout_s=timeout_s,
+                profiles=dict(profiles or {}),
+                doc=(fn.__doc__ or "").strip(),
+            )
+            if case.id in REGISTRY and REGISTRY[case.id].fn is not fn:
+                raise ValueError(f"scenario case {case.id} registered twice")
+            REGISTRY[case.id] = case
+        return fn
+
+    return register
+
+
+def load_scenarios(package: str = "scenarios") -> list[Case]:
+    """Import every module of the scenarios package; return the registered cases in order."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith(("_", "test_")):
+            importlib.import_module(f"{package}.{info.name}")
+    return list(REGISTRY.values())
+
+
+def select_cases(cases: Iterable[Case], patterns: Iterable[str]) -> list[Case]:
+    """Cases whose id or scenario matches any glob; all when no pattern is given."""
+    pats = list(patterns)
+    if not pats:
+        return list(cases)
+    out = []
+    for c in cases:
+        if any(fnmatchcase(c.id, p) or fnmatchcase(c.scenario, p) or c.id == p for p in pats):
+            out.append(c)
+    return out
+
+
+@dataclass
+class CaseOutcome:
+    case_id: str
+    scenario: str
+    params: dict[str, Any]
+    seed: int
+    verdicts: list[Verdict] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, list[list[float]]] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+    error: str | None = None
+    skipped: str | None = None
+    replay: str = ""
+
+    @property
+    def failed(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.status != "pass"]
+
+
+class Context:
+    """What a scenario sees: the target, the seed, the history, and helpers that clean up after themselves."""
+
+    def __init__(
+        self,
+        case: Case,
+        target: Target,
+        *,
+        seed: int,
+        run_dir: Path,
+        profile: str = "gate",
+        history: History | None = None,
+    ) -> None:
+        self.case = case
+        self.target = target
+        self.seed = seed
+        self.profile = profile
+        self.rng = random.Random(f"{seed}:{case.id}")
+        self.run_dir = run_dir
+        self.history = history if history is not None else History()
+        self.params = case.params_for(profile)
+        self.verdicts: list[Verdict] = []
+        self.figures: dict[str, Any] = {}
+        self.series: dict[str, list[list[float]]] = {}
+        self.artifacts: dict[str, str] = {}
+        self._supervisors: list[Supervisor] = []
+        self._clients: list[Client] = []
+        self._upstreams: list[FakeUpstream] = []
+        self._closers: list[Callable[[], Awaitable[Any]]] = []
+        self._names = 0
+
+    @property
+    def limits(self) -> Limits:
+        return self.target.limits
+
+    # -- verdicts and figures --------------------------------------------------
+    def check(self, verdict: Verdict) -> Verdict:
+        """Record a verdict; scenarios go on after a failure so one run shows every broken check."""
+        self.verdicts.append(verdict)
+        return verdict
+
+    def figure(self, name: str, value: Any) -> None:
+        self.figures[name] = value
+
+    def add_series(self, name: str, points: Iterable[tuple[float, float]]) -> None:
+        self.series[name] = [[float(x), float(y)] for x, y in points]
+
+    def require(self, capability: str) -> None:
+        """Skip (not pass) when the target lacks a capability, e.g. the reference test switches."""
+        if capability == "reference" and self.target.name != "reference":
+            raise NotApplicable("needs the reference server's test switches")
+        if capability == "stats" and not self.target.stats_path and not self.target.python_probe:
+            raise NotApplicable("needs /stats or the injected Python probe")
+
+    def name(self, prefix: str = "c") -> str:
+        self._names += 1
+        return f"{prefix}{self._names}"
+
+    # -- parts that clean up after themselves ---------------------------------
+    async def start_target(
+        self,
+        *,
+        pty: bool = False,
+        target: Target | None = None,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Supervisor:
+        from .supervisor import Supervisor
+
+        tgt = target or self.target
+        extra_env = dict(env or {})
+        if tgt.python_probe:
+            from .probes import python_probe_env
+
+            extra_env.update(python_probe_env(self.run_dir))
+        sup = Supervisor(
+            tgt,
+            self.run_dir,
+            pty=pty,
+            history=self.history,
+            name=name or f"target{len(self._supervisors) + 1}",
+            extra_env=extra_env,
+        )
+        self._supervisors.append(sup)
+        await sup.start()
+        return sup
+
+    async def client(self, sup: Supervisor | str, *, name: str | None = None, connect: bool = True) -> Client:
+        from .adapters import load_adapter
+        from .client import Client
+
+        url = sup if isinstance(sup, str) else sup.ws_url
+        c = Client(
+            url,
+            adapter=load_adapter(self.target),
+            history=self.history,
+            name=name or self.name(),
+            allow_remote=self.target.allow_remote,
+        )
+        self._clients.append(c)
+        if connect:
+            await c.connect()
+        return c
+
+    async def clients(self, sup: Supervisor | str, n: int, *, prefix: str = "c") -> list[Client]:
+        made = [await self.client(sup, name=self.name(prefix), connect=False) for _ in range(n)]
+        await asyncio.gather(*(c.connect() for c in made))
+        return made
+
+    async def fake_upstream(self, **kwargs: Any) -> FakeUpstream:
+        from .fake_upstream import FakeUpstream
+
+        up = FakeUpstream(**kwargs)
+        await up.__aenter__()
+        self._upstreams.append(up)
+        return up
+
+    def on_cleanup(self, closer: Callable[[], Awaitable[Any]]) -> None:
+        self._closers.append(closer)
+
+    async def aclose(self) -> None:
+        """Close clients, stop every target (whole tree) and upstream; bounded, never raises."""
+        for c in self._clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(c.abort(), scaled(2))
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(closer(), scaled(5))
+        for sup in self._supervisors:
+            try:
+                await sup.stop()
+            except Exception as exc:  # recorded, not raised: cleanup must reach every part
+                self.history.observe("supervisor", "stop_error", error=repr(exc))
+            for stream in ("stdout", "stderr"):
+                log = getattr(sup, f"{stream}_path", None)
+                if log is not None:
+                    self.artifacts[f"{sup.name}.{stream}"] = str(log)
+        for up in self._upstreams:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(up.__aexit__(None, None, None), scaled(5))
+
+    async def hang_forensics(self, reason: str) -> list[str]:
+        """Stacks of every target still running, before cleanup kills it."""
+        lines: list[str] = []
+        for sup in self._supervisors:
+            if sup.is_running():
+                try:
+                    forensic = await asyncio.wait_for(sup.forensics(reason), scaled(20))
+                    lines += forensic.key_lines()
+                    if getattr(forensic, "path", None):
+                        self.artifacts[f"{sup.name}.forensics"] = str(forensic.path)
+                except Exception as exc:
+                    lines.append(f"forensics of {sup.name} failed: {exc!r}")
+        return lines
+
+
+def replay_command(case: Case, seed: int, target_args: str = "") -> str:
+    extra = f" {target_args}" if target_args else ""
+    return f"wschaos run --case '{case.id}' --seed {seed}{extra}"
+
+
+async def run_case(
+    case: Case,
+    target: Target,
+    *,
+    seed: int,
+    run_dir: Path,
+    profile: str = "gate",
+    target_args: str = "",
+) -> CaseOutcome:
+    """Run one case under its time bound; crashes and timeouts become *unknown*, never pass."""
+    case_dir = run_dir / _safe(case.id)
+    case_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(case, target, seed=seed, run_dir=case_dir, profile=profile)
+    outcome = CaseOutcome(
+        case_id=case.id,
+        scenario=case.scenario,
+        params=ctx.params,
+        seed=seed,
+        replay=replay_command(case, seed, target_args),
+    )
+    started = time.monotonic()
+    try:
+        try:
+            await asyncio.wait_for(case.fn(ctx, **ctx.params), scaled(case.timeout_s))
+        except NotApplicable as exc:
+            outcome.skipped = str(exc)
+        except asyncio.TimeoutError:
+            stacks = await ctx.hang_forensics(f"{case.id} exceeded {scaled(case.timeout_s):.0f}s")
+            last = "; ".join(_op_line(r) for r in ctx.history.tail(5))
+            ctx.check(unknown(
+                f"{case.scenario}.completed",
+                f"the scenario did not finish within {scaled(case.timeout_s):.0f} s; "
+                f"last operations: {last or 'none'}" + ("; stacks: " + " | ".join(stacks[:8]) if stacks else ""),
+            ))
+        except Exception as exc:
+            outcome.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            ctx.check(unknown(f"{case.scenario}.completed", f"the scenario crashed: {type(exc).__name__}: {exc}"))
+    finally:
+        await ctx.aclose()
+    outcome.duration_s = time.monotonic() - started
+    outcome.verdicts = ctx.verdicts
+    outcome.figures = ctx.figures
+    outcome.series = ctx.series
+    outcome.artifacts = ctx.artifacts
+    if not outcome.verdicts and outcome.skipped is None:
+        outcome.verdicts.append(unknown(f"{case.scenario}.completed", "the scenario made no checks"))
+    with contextlib.suppress(OSError):
+        ctx.history.to_jsonl(case_dir / "history.jsonl")
+        outcome.artifacts["history"] = str(case_dir / "history.jsonl")
+    return outcome
+
+
+def run_case_sync(case: Case, target: Target, **kwargs: Any) -> CaseOutcome:
+    return asyncio.run(run_case(case, target, **kwargs))
+
+
+def _safe(case_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_id)
+
+
+def _op_line(rec: Any) -> str:
+    kind = getattr(rec, "kind", "?")
+    who = getattr(rec, "client", None) or getattr(rec, "source", "?")
+    outcome = getattr(rec, "outcome", "")
+    return f"{who} {kind} {outcome}".strip()

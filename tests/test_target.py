@@ -1,0 +1,141 @@
+"""The target description: loading, validation and the loopback guard."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.target import (
+    RemoteAddressError,
+    TargetError,
+    check_loopback,
+    load_pyproject_target,
+    load_target,
+    reference_target,
+    target_from_cmd,
+)
+
+
+def test_reference_target_runs_the_embedded_server_on_port_zero():
+    """The reference target starts this interpreter's reference server on a free port."""
+    t = reference_target()
+    assert t.argv[:3] == (sys.executable, "-m", "reference_server")
+    assert t.argv[t.argv.index("--port") + 1] == "0"
+    assert t.ws_url(8123) == "ws://127.0.0.1:8123/ws"
+
+
+def test_faults_are_appended_as_switches_and_remembered():
+    """with_faults adds --fault NAME pairs and records the names for reports."""
+    t = reference_target(["leak_tasks"]).with_faults("stats_lie")
+    assert t.faults == ("leak_tasks", "stats_lie")
+    assert t.argv[-4:] == ("--fault", "leak_tasks", "--fault", "stats_lie")
+
+
+def test_limits_flow_into_the_server_flags():
+    """Grace and heartbeat limits become the reference server's own flags."""
+    t = reference_target(grace_s=1.5, heartbeat_interval_s=2)
+    assert t.argv[t.argv.index("--grace") + 1] == "1.5"
+    assert t.argv[t.argv.index("--heartbeat-interval") + 1] == "2"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "ws://127.0.0.1:9/ws"])
+def test_loopback_addresses_are_accepted(host):
+    """127.0.0.0/8, ::1 and localhost pass the guard."""
+    check_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["10.0.0.1", "192.168.1.1", "8.8.8.8", "example.com", "ws://10.1.1.1/ws"])
+def test_other_addresses_are_refused_unless_allowed(host):
+    """Anything else is refused with a message naming --allow-remote."""
+    with pytest.raises(RemoteAddressError, match="allow-remote"):
+        check_loopback(host)
+    check_loopback(host, allow_remote=True)
+
+
+def test_a_remote_host_in_a_target_file_is_refused(tmp_path: Path):
+    """A target file naming a remote host fails to load, naming the file."""
+    f = tmp_path / "t.toml"
+    f.write_text('[target]\ncmd = "srv --port {port}"\nhost = "10.0.0.5"\n')
+    with pytest.raises(RemoteAddressError, match="t.toml"):
+        load_target(f)
+    assert load_target(f, allow_remote=True).host == "10.0.0.5"
+
+
+def test_target_file_round_trip(tmp_path: Path):
+    """A complete target file becomes a frozen Target with its limits and readiness."""
+    f = tmp_path / "t.toml"
+    f.write_text(
+        """
+[target]
+name = "chat"
+argv = ["python", "-m", "chat", "--port", "{port}"]
+env = { CHAT_MODE = "test" }
+cwd = "srv"
+stats_path = false
+readiness = { kind = "port" }
+python_probe = true
+[target.limits]
+grace_s = 5
+exit_codes = [0, 130]
+"""
+    )
+    t = load_target(f)
+    assert t.name == "chat"
+    assert t.render_argv(4242)[-1] == "4242"
+    assert t.env == {"CHAT_MODE": "test"}
+    assert t.cwd == str((tmp_path / "srv").resolve())
+    assert t.stats_path is None
+    assert t.readiness.kind == "port"
+    assert t.limits.grace_s == 5 and t.limits.exit_codes == (0, 130)
+    assert t.python_probe
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("name = 'x'", "needs cmd"),
+        ("cmd = 'a'\nbogus = 1", "unknown key"),
+        ("cmd = 'a'\nport = 'eighty'", "port must be a int"),
+        ("cmd = 'a'\n[target.limits]\ngrace_s = -1", "limits.grace_s must be a positive number"),
+        ("cmd = 'a'\n[target.limits]\nspeed = 1", "unknown limit"),
+        ("cmd = 'a'\nreadiness = { kind = 'smoke' }", "readiness.kind"),
+        ("cmd = 'a'\nreadiness = { kind = 'http' }", "needs readiness.url"),
+        ("cmd = 'a \"unterminated'", "No closing quotation"),
+    ],
+)
+def test_bad_target_files_get_clear_errors(tmp_path: Path, body: str, message: str):
+    """Each bad value is reported with the file and the key, never a traceback."""
+    f = tmp_path / "bad.toml"
+    f.write_text("[target]\n" + body + "\n")
+    with pytest.raises((TargetError, ValueError), match=message):
+        load_target(f)
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path):
+    """Unparsable or absent files are TargetErrors naming the path."""
+    f = tmp_path / "broken.toml"
+    f.write_text("[target\n")
+    with pytest.raises(TargetError, match="not valid TOML"):
+        load_target(f)
+    with pytest.raises(TargetError, match="no such target file"):
+        load_target(tmp_path / "absent.toml")
+
+
+def test_pyproject_table(tmp_path: Path):
+    """[tool.wschaos.target] in a project's pyproject describes its server."""
+    p = tmp_path / "pyproject.toml"
+    p.write_text('[project]\nname = "x"\n[tool.wschaos.target]\ncmd = "myserver --port {port}"\n')
+    t = load_pyproject_target(p)
+    assert t is not None and t.argv == ("myserver", "--port", "{port}")
+    p.write_text('[project]\nname = "x"\n')
+    assert load_pyproject_target(p) is None
+
+
+def test_target_from_cmd_splits_like_a_shell():
+    """--target-cmd is split with shell quoting rules."""
+    t = target_from_cmd("python -m 'my server' --port {port}")
+    assert t.argv == ("python", "-m", "my server", "--port", "{port}")
+    with pytest.raises(TargetError, match="cannot split"):
+        target_from_cmd("python 'oops")

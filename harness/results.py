@@ -105,6 +105,41 @@ class CaseResult:
     error: str | None = None
     #: Plot series: name -> [[x, y], ...], e.g. "tasks" or "latency_ms" per churn cycle.
     series: dict[str, list[list[float]]] = field(default_factory=dict)
+    #: Case-level figures (``Context.figure``), e.g. ``exit_ms_samples``, ``ack_latencies_ms``.
+    figures: dict[str, Any] = field(default_factory=dict)
+    #: Why the case did not apply to this target (no verdicts, not a failure).
+    skipped: str | None = None
+    #: The case's replay command; verdicts without their own replay use it.
+    replay: str | None = None
+
+    @classmethod
+    def from_outcome(cls, outcome: Any, *, repeat: int = 0, run_dir: str | Path | None = None) -> CaseResult:
+        """From a :class:`harness.scenario.CaseOutcome`; artifact paths made relative to ``run_dir``."""
+        arts = {}
+        base = Path(run_dir).resolve() if run_dir is not None else None
+        for name, path in (outcome.artifacts or {}).items():
+            p = Path(path)
+            if base is not None:
+                try:
+                    p = p.resolve().relative_to(base)
+                except ValueError:
+                    pass  # outside the run directory: keep it as given rather than lie
+            arts[name] = p.as_posix()
+        replay = outcome.replay or None
+        return cls(
+            case_id=outcome.case_id,
+            scenario=outcome.scenario,
+            params=dict(outcome.params),
+            repeat=repeat,
+            duration_s=outcome.duration_s,
+            verdicts=[VerdictResult.from_verdict(v, replay) for v in outcome.verdicts],
+            artifacts=arts,
+            error=outcome.error,
+            series={k: [list(pt) for pt in v] for k, v in (outcome.series or {}).items()},
+            figures=dict(outcome.figures or {}),
+            skipped=outcome.skipped,
+            replay=replay,
+        )
 
 
 @dataclass
@@ -156,12 +191,13 @@ class RunResult:
 
     @property
     def summary(self) -> dict[str, int]:
-        """Counts by check status, plus cases, checks, and crashed cases (errors)."""
+        """Counts by check status, plus cases, checks, crashed cases (errors) and skipped cases."""
         counts = Counter(v.status for _, v in self.checks())
         out = {s: counts.get(s, 0) for s in CHECK_STATUSES}
         out["checks"] = sum(counts.values())
         out["cases"] = len(self.cases)
         out["errors"] = sum(1 for c in self.cases if c.error)
+        out["skipped"] = sum(1 for c in self.cases if c.skipped)
         return out
 
     # -- (de)serialisation ---------------------------------------------------

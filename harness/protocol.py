@@ -1,0 +1,255 @@
+"""The conversation protocol without I/O: encode frames, classify received ones.
+
+Everything here takes and returns plain values (websockets' ``protocol.py``
+habit), so the parsing rules are tested without a server and the asyncio
+client stays a thin layer. A received frame becomes a :class:`Frame` whose
+``kind`` is one of :data:`KINDS`; malformed input is never an exception but a
+frame of kind ``invalid``, because a server sending garbage is an observation
+for the checkers, not a harness crash.
+
+The encoders speak the reference protocol (docs: ``/work/shared/PROTOCOL.md``);
+other protocols go through ``harness.adapters``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "KINDS",
+    "MSG_KINDS",
+    "Frame",
+    "classify",
+    "encode",
+    "encode_heartbeat",
+    "encode_interrupt",
+    "encode_publish",
+    "encode_request",
+    "encode_subscribe",
+    "encode_unsubscribe",
+    "frame_record",
+    "invalid",
+]
+
+#: Every kind a received frame can have.
+KINDS = ("ready", "chunk", "final", "ack", "heartbeat_ack", "event", "error", "unknown", "invalid")
+
+#: Reference msg_type -> kind; RESPONSE is split into chunk / final by payload.final.
+MSG_KINDS: Mapping[str, str] = {
+    "SESSION_READY": "ready",
+    "RESPONSE": "chunk",
+    "INTERRUPT_ACK": "ack",
+    "HEARTBEAT_ACK": "heartbeat_ack",
+    "EVENT": "event",
+    "ERROR": "error",
+}
+
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One received frame, classified.
+
+    ``payload`` is the frame's own payload object. ``fields`` holds values an
+    adapter extracted from elsewhere in the frame (a declarative protocol may
+    keep its sequence number at ``payload.text_stream_seq``); the derived
+    properties look there first, then in ``payload`` under the reference names.
+    """
+
+    kind: str
+    msg_type: str | None
+    request_id: str | None
+    session_id: str | None
+    payload: Mapping[str, Any]
+    raw: str | bytes
+    t_ns: int
+    fields: Mapping[str, Any] | None = field(default=None, repr=False)
+    #: Why a frame is ``invalid`` (not JSON, not an object, ...); None otherwise.
+    problem: str | None = None
+
+    def _get(self, name: str) -> Any:
+        if self.fields and name in self.fields:
+            return self.fields[name]
+        return self.payload.get(name)
+
+    @property
+    def seq(self) -> int | None:
+        v = self._get("seq")
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    @property
+    def delta(self) -> str | None:
+        v = self._get("delta")
+        return v if isinstance(v, str) else None
+
+    @property
+    def final(self) -> bool | None:
+        if self.kind == "final":
+            return True
+        if self.kind == "chunk":
+            return False
+        return None
+
+    @property
+    def interrupted(self) -> bool | None:
+        if self.kind != "final":
+            return None
+        return bool(self._get("interrupted"))
+
+    @property
+    def reason(self) -> str | None:
+        v = self._get("reason")
+        return v if isinstance(v, str) else None
+
+    @property
+    def status(self) -> str | None:
+        v = self._get("status")
+        return v if isinstance(v, str) else None
+
+    @property
+    def interrupted_ids(self) -> list[str] | None:
+        # INTERRUPT_ACK names the ids under "interrupted"; a final frame uses the
+        # same key for a bool, so only an ack's list counts.
+        if self.fields and "interrupted_ids" in self.fields:
+            v = self.fields["interrupted_ids"]
+        elif self.kind == "ack":
+            v = self.payload.get("interrupted")
+        else:
+            return None
+        return [str(i) for i in v] if isinstance(v, list) else None
+
+    @property
+    def interrupted_count(self) -> int | None:
+        v = self._get("interrupted_count")
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        ids = self.interrupted_ids
+        return None if ids is None else len(ids)
+
+    @property
+    def code(self) -> str | None:
+        if self.kind != "error":
+            return None
+        v = self._get("code")
+        return None if v is None else str(v)
+
+    @property
+    def message(self) -> str | None:
+        v = self._get("message")
+        return v if isinstance(v, str) else None
+
+    @property
+    def topic(self) -> str | None:
+        v = self._get("topic")
+        return v if isinstance(v, str) else None
+
+    @property
+    def data(self) -> Any:
+        return self._get("data") if self.kind == "event" else None
+
+
+def frame_record(frame: Frame) -> dict[str, Any]:
+    """The ``data`` of a ``frame`` observation (ARCHITECTURE.md, History conventions)."""
+    return {
+        "kind": frame.kind,
+        "msg_type": frame.msg_type,
+        "request_id": frame.request_id,
+        "session_id": frame.session_id,
+        "seq": frame.seq,
+        "final": frame.final,
+        "interrupted": frame.interrupted,
+        "reason": frame.reason,
+        "status": frame.status,
+        "interrupted_ids": frame.interrupted_ids,
+        "code": frame.code,
+        "topic": frame.topic,
+        "data": frame.data,
+    }
+
+
+def _str_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def invalid(raw: str | bytes, t_ns: int, problem: str) -> Frame:
+    return Frame("invalid", None, None, None, {}, raw, t_ns, problem=problem)
+
+
+def classify(raw: str | bytes, t_ns: int = 0) -> Frame:
+    """Classify one received frame of the reference protocol."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        # The contract is text frames only; a binary frame is a violation to record.
+        return invalid(bytes(raw), t_ns, "binary frame")
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return invalid(raw, t_ns, "not JSON")
+    if not isinstance(obj, dict):
+        return invalid(raw, t_ns, f"JSON {type(obj).__name__}, not an object")
+    msg_type = obj.get("msg_type")
+    if not isinstance(msg_type, str):
+        return invalid(raw, t_ns, "msg_type missing or not a string")
+    payload = obj.get("payload")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        return Frame("invalid", msg_type, _str_or_none(obj.get("request_id")),
+                     _str_or_none(obj.get("session_id")), {}, raw, t_ns,
+                     problem="payload is not an object")
+    kind = MSG_KINDS.get(msg_type, "unknown")
+    if kind == "chunk" and payload.get("final") is True:
+        kind = "final"
+    session_id = _str_or_none(obj.get("session_id"))
+    if kind == "ready" and session_id is None:
+        session_id = _str_or_none(payload.get("session_id"))
+    return Frame(kind, msg_type, _str_or_none(obj.get("request_id")), session_id, payload, raw, t_ns)
+
+
+# -- encoders (client -> server) ---------------------------------------------
+
+def encode(msg_type: str, payload: Mapping[str, Any] | None = None, *,
+           request_id: str | None = None, session_id: str | None = None) -> str:
+    """One envelope as compact JSON; ``timestamp`` is informational wall clock."""
+    obj: dict[str, Any] = {"msg_type": msg_type}
+    if request_id is not None:
+        obj["request_id"] = request_id
+    if session_id is not None:
+        obj["session_id"] = session_id
+    obj["payload"] = dict(payload) if payload else {}
+    obj["timestamp"] = time.time()
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def encode_request(request_id: str, text: str, options: Mapping[str, Any] | None = None,
+                   *, session_id: str | None = None) -> str:
+    payload: dict[str, Any] = {"text": text}
+    if options:
+        payload["options"] = dict(options)
+    return encode("REQUEST", payload, request_id=request_id, session_id=session_id)
+
+
+def encode_interrupt(interrupt_id: str, target: str | None, reason: str = "user",
+                     *, session_id: str | None = None) -> str:
+    return encode("INTERRUPT", {"target_request_id": target, "reason": reason},
+                  request_id=interrupt_id, session_id=session_id)
+
+
+def encode_heartbeat(request_id: str | None = None, *, session_id: str | None = None) -> str:
+    return encode("HEARTBEAT", None, request_id=request_id, session_id=session_id)
+
+
+def encode_subscribe(topic: str, request_id: str | None = None, *, session_id: str | None = None) -> str:
+    return encode("SUBSCRIBE", {"topic": topic}, request_id=request_id, session_id=session_id)
+
+
+def encode_unsubscribe(topic: str, request_id: str | None = None, *, session_id: str | None = None) -> str:
+    return encode("UNSUBSCRIBE", {"topic": topic}, request_id=request_id, session_id=session_id)
+
+
+def encode_publish(topic: str, data: Any, request_id: str | None = None,
+                   *, session_id: str | None = None) -> str:
+    return encode("PUBLISH", {"topic": topic, "data": data}, request_id=request_id, session_id=session_id)

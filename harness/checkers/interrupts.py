@@ -1,0 +1,333 @@
+"""Checkers for PROTOCOL.md "Interrupt semantics", read from the history.
+
+Order questions (final before ACK, nothing after ACK) are answered per client
+from the order its reader recorded frames in, which is the order they came off
+that socket; times are only used to say how far apart things were.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection
+from typing import Any
+
+from ..history import History
+from ..verdict import Verdict, fail, passed, unknown
+from . import stats
+from ._core import FrameRec, checker, fmt_ms, frames, request_label, request_ops, summarize
+
+__all__ = [
+    "ack_latency",
+    "final_before_ack",
+    "no_double_claim",
+    "no_frames_after_ack",
+    "not_delayed",
+    "not_found",
+    "one_terminal_per_request",
+    "request_completes",
+    "seq_gap_free",
+    "untouched",
+    "upstream_closed_within",
+]
+
+
+def _claims(history: History) -> list[tuple[FrameRec, Any]]:
+    """(ACK frame, claimed request id) for every id an INTERRUPT_ACK reported interrupted."""
+    return [(f, rid) for f in frames(history) if f.get("kind") == "ack"
+            for rid in (f.get("interrupted_ids") or [])]
+
+
+@checker("interrupts.ack_latency", needs_history=True)
+def ack_latency(history: History, bound_ms: float, percentile: float = 99) -> Verdict:
+    """The p-th percentile of INTERRUPT->ACK latency is within ``bound_ms``; unanswered INTERRUPTs fail."""
+    name = "interrupts.ack_latency"
+    ops = history.operations("interrupt")
+    if not ops:
+        return unknown(name, "no INTERRUPT was sent")
+    lat = []
+    for op in ops:
+        if op.outcome == "ok":
+            v = op.data.get("latency_ms", op.duration_ms)
+            if v is not None:
+                lat.append(float(v))
+    missing = len(ops) - len(lat)
+    p = percentile
+    figs: dict[str, Any] = {"interrupts": len(ops), "answered": len(lat), "unanswered": missing,
+                            "bound_ms": bound_ms, "percentile": p}
+    if not lat:
+        return fail(name, f"none of {len(ops)} INTERRUPTs got an ACK", **figs)
+    pv, p50, mx = stats.percentile(lat, p), stats.median(lat), max(lat)
+    figs.update({f"p{p:g}_ms": pv, "p50_ms": p50, "max_ms": mx})
+    spread = f"over {len(lat)} interrupts (p50 {fmt_ms(p50)}, max {fmt_ms(mx)})"
+    problems = []
+    if pv > bound_ms:
+        problems.append(f"ACK p{p:g} {fmt_ms(pv)} > bound {bound_ms:g} ms {spread}")
+    if missing:
+        problems.append(f"{missing} of {len(ops)} INTERRUPTs got no ACK (timeout or connection lost)")
+    if problems:
+        return fail(name, "; ".join(problems), **figs)
+    return passed(name, f"ACK p{p:g} {fmt_ms(pv)} <= bound {bound_ms:g} ms {spread}", **figs)
+
+
+@checker("interrupts.final_before_ack", needs_history=True)
+def final_before_ack(history: History) -> Verdict:
+    """For every id an ACK claimed, that request's interrupted final frame arrived earlier on that client."""
+    name = "interrupts.final_before_ack"
+    claims = _claims(history)
+    if not claims:
+        return unknown(name, "no INTERRUPT_ACK claimed any request")
+    finals: dict[tuple[str, Any], list[FrameRec]] = defaultdict(list)
+    for f in frames(history):
+        if f.get("kind") == "final" and f.get("interrupted") is True:
+            finals[(f.client, f.get("request_id"))].append(f)
+    bad = []
+    for ack, rid in claims:
+        got = finals.get((ack.client, rid), [])
+        if any(f.pos < ack.pos for f in got):
+            continue
+        if got:
+            dt = (got[0].t_ns - ack.t_ns) / 1e6
+            bad.append(f"{request_label(ack.client, rid)}: final {dt:+.1f} ms after its ACK "
+                       f"{ack.get('request_id')}")
+        else:
+            bad.append(f"{request_label(ack.client, rid)}: no interrupted final frame at all "
+                       f"(ACK {ack.get('request_id')})")
+    figs = {"claims": len(claims), "bad": len(bad)}
+    if bad:
+        return fail(name, f"{len(bad)} of {len(claims)} interrupted requests lack a final frame "
+                          f"before their ACK: {summarize(bad)}", **figs)
+    return passed(name, f"all {len(claims)} interrupted requests got their final frame before the ACK",
+                  **figs)
+
+
+@checker("interrupts.no_frames_after_ack", needs_history=True)
+def no_frames_after_ack(history: History, grace_ms: float = 0) -> Verdict:
+    """No frame for a claimed request id arrives after the ACK that claimed it (beyond ``grace_ms``)."""
+    name = "interrupts.no_frames_after_ack"
+    claims = _claims(history)
+    if not claims:
+        return unknown(name, "no INTERRUPT_ACK claimed any request")
+    by_key: dict[tuple[str, Any], list[FrameRec]] = defaultdict(list)
+    for f in frames(history):
+        if f.get("kind") != "ack":
+            by_key[(f.client, f.get("request_id"))].append(f)
+    bad, late_total = [], 0
+    for ack, rid in claims:
+        # A later REQUEST reusing the id legitimately gets frames again: stop there.
+        reuse = [op.started_ns for op in request_ops(history, rid, ack.client) if op.started_ns > ack.t_ns]
+        cutoff = min(reuse, default=None)
+        late = [f for f in by_key.get((ack.client, rid), [])
+                if f.pos > ack.pos and (f.t_ns - ack.t_ns) / 1e6 > grace_ms
+                and (cutoff is None or f.t_ns < cutoff)]
+        if late:
+            late_total += len(late)
+            seqs = ", ".join(str(f.get("seq")) if f.get("seq") is not None else str(f.get("kind"))
+                             for f in late[:10]) + (", ..." if len(late) > 10 else "")
+            first = (late[0].t_ns - ack.t_ns) / 1e6
+            bad.append(f"{request_label(ack.client, rid)}: {len(late)} frames after its ACK at "
+                       f"+{first:.1f} ms (seq {seqs})")
+    figs = {"claims": len(claims), "requests_with_late_frames": len(bad), "late_frames": late_total,
+            "grace_ms": grace_ms}
+    if bad:
+        return fail(name, summarize(bad), **figs)
+    return passed(name, f"no frame after the ACK for any of {len(claims)} interrupted requests", **figs)
+
+
+@checker("interrupts.one_terminal", needs_history=True)
+def one_terminal_per_request(history: History) -> Verdict:
+    """Each request (per client) ends with exactly one terminal frame: one final, or one ERROR."""
+    name = "interrupts.one_terminal"
+    ops: dict[tuple[str, Any], list] = defaultdict(list)
+    for op in history.operations("request"):
+        ops[(op.client, op.data.get("request_id"))].append(op)
+    finals: dict[tuple[str, Any], int] = defaultdict(int)
+    errors: dict[tuple[str, Any], int] = defaultdict(int)
+    for f in frames(history):
+        key = (f.client, f.get("request_id"))
+        if f.get("kind") == "final":
+            finals[key] += 1
+        elif f.get("kind") == "error" and f.get("request_id") is not None:
+            errors[key] += 1
+    keys = set(ops) | set(finals)
+    if not keys:
+        return unknown(name, "no request and no final frame recorded")
+    bad, unresolved = [], 0
+    for key in sorted(keys, key=repr):
+        want = max(len(ops.get(key, [])), 1)  # an id sent again counts once per REQUEST
+        nf, ne = finals.get(key, 0), errors.get(key, 0)
+        label = request_label(*key)
+        if nf > want:
+            bad.append(f"{label}: {nf} final frames")
+        elif nf + ne > want:
+            bad.append(f"{label}: {nf} final and {ne} ERROR frames")
+        elif nf + ne < want:
+            if all(op.outcome in ("ok", "fail") for op in ops.get(key, [])):
+                bad.append(f"{label}: no terminal frame")
+            else:
+                unresolved += 1  # the connection died under it: nothing to hold the server to
+    figs = {"requests": len(keys), "bad": len(bad), "unresolved": unresolved}
+    if bad:
+        return fail(name, f"{len(bad)} of {len(keys)} requests without exactly one terminal frame: "
+                          f"{summarize(bad)}", **figs)
+    return passed(name, f"{len(keys) - unresolved} requests each ended exactly once"
+                        + (f" ({unresolved} unresolved: connection lost)" if unresolved else ""), **figs)
+
+
+@checker("interrupts.no_double_claim", needs_history=True)
+def no_double_claim(history: History) -> Verdict:
+    """No request id (per client session) is reported interrupted by two ACKs."""
+    name = "interrupts.no_double_claim"
+    acks = [f for f in frames(history) if f.get("kind") == "ack"]
+    if not acks:
+        return unknown(name, "no INTERRUPT_ACK recorded")
+    claimed: dict[tuple[str, Any, Any], list[Any]] = defaultdict(list)
+    for f in acks:
+        for rid in f.get("interrupted_ids") or []:
+            claimed[(f.client, f.get("session_id"), rid)].append(f.get("request_id"))
+    if not claimed:
+        return unknown(name, f"{len(acks)} ACKs claimed no request; nothing to judge", acks=len(acks))
+    twice = {k: v for k, v in claimed.items() if len(v) > 1}
+    figs = {"acks": len(acks), "claimed": len(claimed), "double_claimed": len(twice)}
+    if twice:
+        desc = [f"{request_label(c, rid)}: claimed by {len(v)} ACKs ({', '.join(map(str, v))})"
+                for (c, _s, rid), v in twice.items()]
+        return fail(name, f"{len(twice)} requests claimed by more than one ACK: {summarize(desc)}", **figs)
+    return passed(name, f"{len(claimed)} requests each claimed by one of {len(acks)} ACKs", **figs)
+
+
+@checker("interrupts.not_found", needs_history=True)
+def not_found(history: History, interrupt_ids: Collection[str]) -> Verdict:
+    """Those INTERRUPTs were answered status NOT_FOUND with interrupted_count 0."""
+    name = "interrupts.not_found"
+    if not interrupt_ids:
+        return unknown(name, "no INTERRUPT ids given")
+    ops = {op.data.get("interrupt_id"): op for op in history.operations("interrupt")}
+    bad, missing = [], []
+    for iid in interrupt_ids:
+        op = ops.get(iid)
+        if op is None or op.outcome != "ok":
+            missing.append(f"{iid}: {'not sent' if op is None else 'no ACK (' + op.outcome + ')'}")
+            continue
+        status, count = op.data.get("status"), op.data.get("interrupted_count")
+        if status != "NOT_FOUND" or count not in (0, None) or op.data.get("interrupted"):
+            bad.append(f"INTERRUPT {iid} of {op.client}: status {status}, interrupted_count {count} "
+                       f"({', '.join(map(str, op.data.get('interrupted') or [])) or 'none'})")
+    figs = {"interrupts": len(interrupt_ids), "bad": len(bad), "unanswered": len(missing)}
+    if bad:
+        return fail(name, f"{len(bad)} of {len(interrupt_ids)} INTERRUPTs for unknown ids changed "
+                          f"something: {summarize(bad)}", **figs)
+    if missing:
+        return unknown(name, f"{len(missing)} INTERRUPTs have no ACK to judge: {summarize(missing)}", **figs)
+    return passed(name, f"all {len(interrupt_ids)} INTERRUPTs answered NOT_FOUND, count 0", **figs)
+
+
+def _completion(history: History, request_id: str, client: str | None) -> tuple[str, str]:
+    """("pass"|"fail"|"unknown", why) for one request's latest REQUEST."""
+    ops = request_ops(history, request_id, client)
+    if not ops:
+        return "unknown", f"request {request_id}: no REQUEST recorded"
+    op = max(ops, key=lambda o: o.started_ns)
+    label = request_label(op.client, request_id)
+    if op.outcome == "pending":
+        return "fail", f"{label}: no final frame (still pending)"
+    if op.outcome == "unknown":
+        return "unknown", f"{label}: outcome unknown (connection ended before its final frame)"
+    if op.outcome == "fail":
+        return "fail", f"{label}: failed with {op.data.get('error_code') or op.data.get('error')}"
+    if op.data.get("interrupted"):
+        return "fail", f"{label}: ended interrupted (reason {op.data.get('reason')!r})"
+    want = (op.data.get("options") or {}).get("chunks")
+    got = op.data.get("chunks")
+    if want is not None and got is not None and got != want:
+        return "fail", f"{label}: completed with {got} chunks, asked for {want}"
+    return "pass", f"{label}: completed, {got if got is not None else '?'} chunks in {fmt_ms(op.duration_ms)}"
+
+
+@checker("interrupts.request_completes", needs_history=True)
+def request_completes(history: History, request_id: str, client: str | None = None) -> Verdict:
+    """That request (its latest REQUEST) completed normally: final frame, not interrupted."""
+    name = "interrupts.request_completes"
+    status, why = _completion(history, request_id, client)
+    return {"pass": passed, "fail": fail, "unknown": unknown}[status](name, why, request_id=request_id)
+
+
+@checker("interrupts.untouched", needs_history=True)
+def untouched(history: History, request_ids: Collection[str], client: str | None = None) -> Verdict:
+    """Those requests completed normally, not interrupted (e.g. after a foreign-id INTERRUPT)."""
+    name = "interrupts.untouched"
+    if not request_ids:
+        return unknown(name, "no request ids given")
+    results = [_completion(history, rid, client) for rid in request_ids]
+    bad = [why for st, why in results if st == "fail"]
+    unsure = [why for st, why in results if st == "unknown"]
+    figs = {"requests": len(results), "bad": len(bad), "unknown": len(unsure)}
+    if bad:
+        return fail(name, f"{len(bad)} of {len(results)} requests did not complete untouched: "
+                          f"{summarize(bad)}", **figs)
+    if unsure:
+        return unknown(name, summarize(unsure), **figs)
+    return passed(name, f"all {len(results)} requests completed, not interrupted", **figs)
+
+
+@checker("interrupts.seq_gap_free", needs_history=True)
+def seq_gap_free(history: History) -> Verdict:
+    """Each request's chunks carry seq 0, 1, 2, ... without gaps, repeats or reordering."""
+    name = "interrupts.seq_gap_free"
+    expect: dict[tuple[str, Any], int] = {}
+    bad, chunks = [], 0
+    for f in frames(history):
+        key = (f.client, f.get("request_id"))
+        if f.get("kind") == "final":
+            expect.pop(key, None)  # a later REQUEST with this id starts again at 0
+            continue
+        if f.get("kind") != "chunk":
+            continue
+        chunks += 1
+        want, seq = expect.get(key, 0), f.get("seq")
+        if seq != want:
+            bad.append(f"{request_label(*key)}: seq {seq} where {want} was due")
+        expect[key] = (seq + 1) if isinstance(seq, int) else want + 1
+    figs = {"chunks": chunks, "bad": len(bad)}
+    if not chunks:
+        return unknown(name, "no chunk frames recorded")
+    if bad:
+        return fail(name, f"{len(bad)} out-of-sequence chunks in {chunks}: {summarize(bad)}", **figs)
+    return passed(name, f"{chunks} chunks, every request's seq from 0 without gaps", **figs)
+
+
+@checker("interrupts.upstream_closed")
+def upstream_closed_within(interrupt_sent_ns: int | None, closed_ns: int | None,
+                           bound_ms: float) -> Verdict:
+    """The upstream HTTP stream closed within ``bound_ms`` of the INTERRUPT; None (never) fails."""
+    name = "interrupts.upstream_closed"
+    if interrupt_sent_ns is None:
+        return unknown(name, "no INTERRUPT send time recorded", bound_ms=bound_ms)
+    if closed_ns is None:
+        return fail(name, f"upstream stream still open (bound {bound_ms:g} ms after the INTERRUPT)",
+                    closed_after_ms=None, bound_ms=bound_ms)
+    dt = (closed_ns - interrupt_sent_ns) / 1e6
+    figs = {"closed_after_ms": dt, "bound_ms": bound_ms}
+    if dt < 0:
+        return unknown(name, f"upstream closed {fmt_ms(-dt)} before the INTERRUPT was sent: "
+                             f"the interrupt was not exercised", **figs)
+    if dt > bound_ms:
+        return fail(name, f"upstream closed {fmt_ms(dt)} after the INTERRUPT > bound {bound_ms:g} ms", **figs)
+    return passed(name, f"upstream closed {fmt_ms(dt)} after the INTERRUPT <= bound {bound_ms:g} ms", **figs)
+
+
+@checker("interrupts.not_delayed")
+def not_delayed(first_chunk_ms: float | None, bound_ms: float | None, *, what: str = "first chunk") -> Verdict:
+    """``what`` arrived within ``bound_ms``; None (never seen within the wait) fails."""
+    name = "interrupts.not_delayed"
+    if bound_ms is None:
+        return unknown(name, f"{what}: no bound given", what=what)
+    if first_chunk_ms is None:
+        return fail(name, f"{what}: not seen within the wait (bound {bound_ms:g} ms)",
+                    what=what, ms=None, bound_ms=bound_ms)
+    figs = {"what": what, "ms": first_chunk_ms, "bound_ms": bound_ms}
+    if first_chunk_ms < 0:
+        return unknown(name, f"{what}: negative delay {fmt_ms(first_chunk_ms)}, clocks mixed up", **figs)
+    if first_chunk_ms > bound_ms:
+        return fail(name, f"{what} after {fmt_ms(first_chunk_ms)} > bound {bound_ms:g} ms", **figs)
+    return passed(name, f"{what} after {fmt_ms(first_chunk_ms)} <= bound {bound_ms:g} ms", **figs)
+

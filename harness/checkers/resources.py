@@ -1,0 +1,187 @@
+"""Checkers for leaks and drift under churn and slow consumers.
+
+Inputs are probe figures (``/stats``, psutil, the injected Python probe) and
+latency series the scenario collected; no history is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..verdict import Verdict, fail, passed, unknown
+from . import stats
+from ._core import checker, fmt_bytes, fmt_ms, fmt_num
+
+__all__ = [
+    "IDLE_COUNTERS",
+    "back_to_baseline",
+    "counters_zero",
+    "growth_per_1000",
+    "latency_drift",
+    "latency_within",
+    "memory_bounded",
+    "probe_agrees",
+]
+
+#: The /stats counters that return to 0 once every client has gone (PROTOCOL.md "Introspection").
+IDLE_COUNTERS = ("connections", "sessions", "active_requests", "subscriptions", "per_session_state")
+
+
+def _number(x: Any) -> float | None:
+    """A finite number, or None for anything a checker cannot compare."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+def _sample_data(sample: Any) -> tuple[dict | None, str | None]:
+    """A sample's figures from a dict or a probes.Sample; (None, why) when it has none."""
+    if sample is None:
+        return None, "no sample"
+    if isinstance(sample, dict):
+        return sample, None
+    if hasattr(sample, "ok") and hasattr(sample, "data"):
+        if not sample.ok:
+            return None, f"the {getattr(sample, 'source', 'probe')} sample failed: {sample.error}"
+        return dict(sample.data), None
+    return None, f"not a sample: {type(sample).__name__}"
+
+
+@checker("resources.counters_zero")
+def counters_zero(sample: Any, keys: Iterable[str] = IDLE_COUNTERS) -> Verdict:
+    """Every counter in ``keys`` is 0 in the sample (a dict or a probes.Sample)."""
+    name = "resources.counters_zero"
+    data, why = _sample_data(sample)
+    if data is None:
+        return unknown(name, f"{why}: cannot judge {', '.join(keys)}")
+    values = {k: data.get(k) for k in keys}
+    nonzero = {k: v for k, v in values.items() if _number(v) not in (None, 0.0)}
+    missing = [k for k, v in values.items() if _number(v) is None]
+    figs = {"values": values, "nonzero": nonzero, "missing": missing}
+    if nonzero:
+        return fail(name, "not back to 0: " + ", ".join(f"{k}={v}" for k, v in nonzero.items()), **figs)
+    if missing:
+        return unknown(name, "missing or not a number in the sample: "
+                             + ", ".join(f"{k}={values[k]!r}" for k in missing), **figs)
+    return passed(name, "all 0: " + ", ".join(values), **figs)
+
+
+@checker("resources.back_to_baseline")
+def back_to_baseline(name: str, baseline: float | None, after: float | None, allowed: float, *,
+                     cycles: int | None = None) -> Verdict:
+    """``after`` is at most ``baseline + allowed`` (e.g. tasks, threads, fds after churn)."""
+    check = "resources.back_to_baseline"
+    b, a = _number(baseline), _number(after)
+    figs = {"name": name, "baseline": baseline, "after": after, "allowed": allowed, "cycles": cycles}
+    if b is None or a is None:
+        return unknown(check, f"{name}: baseline {baseline!r}, after {after!r}: a figure is missing", **figs)
+    when = f" after {cycles} cycles" if cycles is not None else ""
+    msg = f"{name} {fmt_num(b)} -> {fmt_num(a)}{when} (baseline {fmt_num(b)}, allowed +{fmt_num(allowed)})"
+    figs["delta"] = a - b
+    return (fail if a > b + allowed else passed)(check, msg, **figs)
+
+
+@checker("resources.growth_per_1000")
+def growth_per_1000(name: str, series: Sequence[tuple[float, float]] | None, bound_per_1000: float, *,
+                    warmup_fraction: float = 0.1, unit: str = "") -> Verdict:
+    """Least-squares slope of (cycle, value) after warm-up, per 1000 cycles, is within the bound.
+
+    ``unit="B"`` formats bytes (KiB/MiB); the first ``warmup_fraction`` of the
+    points is dropped because allocators and caches grow once before settling.
+    """
+    check = "resources.growth_per_1000"
+    pts = [(float(c), float(v)) for c, v in (series or []) if _number(c) is not None and _number(v) is not None]
+    skip = int(len(pts) * warmup_fraction)
+    used = pts[skip:]
+    figs: dict[str, Any] = {"name": name, "points": len(pts), "used": len(used),
+                            "bound_per_1000": bound_per_1000, "unit": unit}
+    if len(used) < 3 or len({c for c, _ in used}) < 2:
+        return unknown(check, f"{name}: {len(used)} usable points after warm-up, need at least 3 "
+                              f"over different cycles", **figs)
+    per_1000 = stats.slope(used) * 1000
+    fmt = fmt_bytes if unit == "B" else (lambda x: f"{fmt_num(x)}{(' ' + unit) if unit else ''}")
+    span = f"cycles {fmt_num(used[0][0])}-{fmt_num(used[-1][0])}"
+    figs.update({"per_1000": per_1000, "first": used[0][1], "last": used[-1][1]})
+    msg = (f"{name} grows {fmt(per_1000)} per 1000 cycles {'>' if per_1000 > bound_per_1000 else '<='} "
+           f"bound {fmt(bound_per_1000)} ({span}, {fmt(used[0][1])} -> {fmt(used[-1][1])})")
+    return (fail if per_1000 > bound_per_1000 else passed)(check, msg, **figs)
+
+
+@checker("resources.latency_drift")
+def latency_drift(latencies_ms: Sequence[float] | None, ratio: float = 1.5) -> Verdict:
+    """Median of the last tenth of the series is at most ``ratio`` x the median of the first tenth."""
+    name = "resources.latency_drift"
+    xs = [float(x) for x in (latencies_ms or []) if _number(x) is not None]
+    if len(xs) < 20:
+        return unknown(name, f"{len(xs)} latency points, need at least 20", points=len(xs))
+    tenth = len(xs) // 10
+    first, last = stats.median(xs[:tenth]), stats.median(xs[-tenth:])
+    got = last / first if first > 0 else (math.inf if last > 0 else 1.0)
+    figs = {"points": len(xs), "first_median_ms": first, "last_median_ms": last,
+            "ratio": got, "bound_ratio": ratio}
+    msg = (f"median latency {fmt_ms(first)} (first {tenth}) -> {fmt_ms(last)} (last {tenth}) "
+           f"over {len(xs)} points: x{got:.2f} {'>' if got > ratio else '<='} x{ratio:g}")
+    return (fail if got > ratio else passed)(name, msg, **figs)
+
+
+@checker("resources.probe_agrees")
+def probe_agrees(stats_value: Any, probe_value: Any, name: str, tolerance: float = 0) -> Verdict:
+    """The target's own figure (/stats) and the harness's probe agree within ``tolerance``."""
+    check = "resources.probe_agrees"
+    s, p = _number(stats_value), _number(probe_value)
+    figs = {"name": name, "stats": stats_value, "probe": probe_value, "tolerance": tolerance}
+    if s is None or p is None:
+        return unknown(check, f"{name}: /stats {stats_value!r}, probe {probe_value!r}: a figure is missing",
+                       **figs)
+    diff = abs(s - p)
+    figs["difference"] = diff
+    msg = f"{name}: /stats says {fmt_num(s)}, probe says {fmt_num(p)} (difference {fmt_num(diff)}, " \
+          f"tolerance {fmt_num(tolerance)})"
+    return (fail if diff > tolerance else passed)(check, msg, **figs)
+
+
+@checker("resources.memory_bounded")
+def memory_bounded(rss_series_bytes: Sequence[float] | None, bound_bytes: float, *,
+                   relative: bool = True) -> Verdict:
+    """RSS growth over the first sample (or, ``relative=False``, the peak) stays within ``bound_bytes``."""
+    name = "resources.memory_bounded"
+    xs = [float(x) for x in (rss_series_bytes or []) if _number(x) is not None]
+    if len(xs) < 2:
+        return unknown(name, f"{len(xs)} RSS samples, need at least 2", samples=len(xs))
+    peak = max(xs)
+    value = peak - xs[0] if relative else peak
+    what = "RSS growth" if relative else "RSS peak"
+    figs = {"samples": len(xs), "first": xs[0], "peak": peak, "last": xs[-1], "value": value,
+            "bound_bytes": bound_bytes, "relative": relative}
+    msg = (f"{what} {fmt_bytes(value)} {'>' if value > bound_bytes else '<='} bound {fmt_bytes(bound_bytes)} "
+           f"over {len(xs)} samples ({fmt_bytes(xs[0])} -> peak {fmt_bytes(peak)}, last {fmt_bytes(xs[-1])})")
+    return (fail if value > bound_bytes else passed)(name, msg, **figs)
+
+
+@checker("resources.latency_within")
+def latency_within(latencies_ms: Sequence[float | None] | None, bound_ms: float,
+                   percentile: float = 99) -> Verdict:
+    """The p-th percentile latency is within ``bound_ms``; None entries (timeouts) fail."""
+    name = "resources.latency_within"
+    raw = list(latencies_ms or [])
+    xs = [v for v in map(_number, raw) if v is not None]
+    timeouts = len(raw) - len(xs)
+    figs: dict[str, Any] = {"samples": len(raw), "timeouts": timeouts, "bound_ms": bound_ms,
+                            "percentile": percentile}
+    if not raw:
+        return unknown(name, "no latency samples")
+    if not xs:
+        return fail(name, f"all {len(raw)} operations timed out", **figs)
+    pv, p50, mx = stats.percentile(xs, percentile), stats.median(xs), max(xs)
+    figs.update({f"p{percentile:g}_ms": pv, "p50_ms": p50, "max_ms": mx})
+    spread = f"over {len(xs)} samples (p50 {fmt_ms(p50)}, max {fmt_ms(mx)})"
+    problems = []
+    if pv > bound_ms:
+        problems.append(f"p{percentile:g} {fmt_ms(pv)} > bound {bound_ms:g} ms {spread}")
+    if timeouts:
+        problems.append(f"{timeouts} of {len(raw)} operations timed out")
+    if problems:
+        return fail(name, "; ".join(problems), **figs)
+    return passed(name, f"p{percentile:g} {fmt_ms(pv)} <= bound {bound_ms:g} ms {spread}", **figs)

@@ -1,0 +1,267 @@
+"""Checkers for the process side of shutdown (PROTOCOL.md "Shutdown").
+
+Inputs are what the supervisor reports (exit time, return code, output,
+survivors, port) and what clients recorded around the signal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+
+from ..history import History
+from ..verdict import Verdict, fail, passed, unknown
+from ._core import (
+    checker,
+    closed_obs,
+    fmt_ms,
+    frames,
+    request_label,
+    signal_ns,
+    summarize,
+)
+
+__all__ = [
+    "SHUTDOWN_NOISE",
+    "close_codes",
+    "connections_refused",
+    "exit_code",
+    "exit_time",
+    "health_during_drain",
+    "no_survivors",
+    "output_noise",
+    "port_free",
+    "shutdown_finals",
+    "watchdog_dump",
+]
+
+#: Lines that never belong in the output of a clean shutdown (PROTOCOL.md).
+SHUTDOWN_NOISE: tuple[str, ...] = (
+    "Traceback",
+    "KeyboardInterrupt",
+    "Task was destroyed but it is pending",
+    "Exception ignored",
+    "never awaited",
+)
+
+
+@checker("shutdown.exit_time")
+def exit_time(exit_ms: float | None, bound_ms: float | None, *, what: str = "exit") -> Verdict:
+    """Pass when the process exited within ``bound_ms``; None (still running) fails as hung."""
+    name = "shutdown.exit_time"
+    if bound_ms is None:
+        return unknown(name, f"{what}: no bound given", what=what, exit_ms=exit_ms)
+    if exit_ms is None:
+        return fail(name, f"{what}: hung, still running at the bound {bound_ms:g} ms",
+                    what=what, exit_ms=None, bound_ms=bound_ms, hung=True)
+    figs = {"what": what, "exit_ms": exit_ms, "bound_ms": bound_ms, "hung": False}
+    if exit_ms > bound_ms:
+        return fail(name, f"{what} took {fmt_ms(exit_ms)} > bound {bound_ms:g} ms", **figs)
+    return passed(name, f"{what} took {fmt_ms(exit_ms)} <= bound {bound_ms:g} ms", **figs)
+
+
+@checker("shutdown.exit_code")
+def exit_code(returncode: int | None, allowed: int | Collection[int], *,
+              signal_killed: int | None = None) -> Verdict:
+    """Pass when the exit code is one of ``allowed``; a death by signal is named as such."""
+    name = "shutdown.exit_code"
+    allowed_set = {allowed} if isinstance(allowed, int) else set(allowed)
+    if returncode is None and signal_killed is not None:
+        returncode = -signal_killed  # how subprocess reports a death by signal
+    if returncode is None:
+        return unknown(name, "no exit code: the process has not exited or was not watched",
+                       allowed=sorted(allowed_set))
+    figs = {"returncode": returncode, "allowed": sorted(allowed_set), "signal_killed": signal_killed}
+    how = f" (killed by signal {signal_killed})" if signal_killed is not None else ""
+    want = " or ".join(str(a) for a in sorted(allowed_set))
+    if returncode in allowed_set:
+        return passed(name, f"exit code {returncode}{how}, expected {want}", **figs)
+    return fail(name, f"exit code {returncode}{how}, expected {want}", **figs)
+
+
+def _lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
+@checker("shutdown.output_noise")
+def output_noise(stdout: str | None, stderr: str | None,
+                 patterns: Iterable[str | re.Pattern[str]] = SHUTDOWN_NOISE, *,
+                 max_stderr_lines: int | None = None) -> Verdict:
+    """Fail on any line matching ``patterns`` (substring or regex), or more stderr lines than allowed."""
+    name = "shutdown.output_noise"
+    if stdout is None and stderr is None:
+        return unknown(name, "no output captured (stdout and stderr both missing)")
+    pats = [p if isinstance(p, re.Pattern) else re.compile(re.escape(p)) for p in patterns]
+    per_pattern: Counter[str] = Counter()
+    offending: list[str] = []
+    for stream, text in (("stdout", stdout or ""), ("stderr", stderr or "")):
+        for ln in _lines(text):
+            hits = [p.pattern for p in pats if p.search(ln)]
+            if hits:
+                per_pattern.update(hits)
+                offending.append(f"{stream}: {ln.strip()[:160]}")
+    err_lines = len(_lines(stderr or ""))
+    problems = []
+    if offending:
+        counts = ", ".join(f"{pat!r} x{n}" for pat, n in per_pattern.items())
+        problems.append(f"{len(offending)} noisy lines ({counts}): {summarize(offending, 3)}")
+    if max_stderr_lines is not None and err_lines > max_stderr_lines:
+        problems.append(f"{err_lines} lines on stderr > allowed {max_stderr_lines}: "
+                        f"{summarize(_lines(stderr or ''), 3)}")
+    figs = {"noisy_lines": len(offending), "per_pattern": dict(per_pattern),
+            "offending": offending[:20], "stderr_lines": err_lines,
+            "max_stderr_lines": max_stderr_lines, "stderr_missing": stderr is None}
+    if problems:
+        return fail(name, "; ".join(problems), **figs)
+    if max_stderr_lines is not None and stderr is None:
+        return unknown(name, f"stderr not captured, cannot count its lines (allowed {max_stderr_lines})", **figs)
+    return passed(name, f"no noisy lines; {err_lines} lines on stderr", **figs)
+
+
+@checker("shutdown.no_survivors")
+def no_survivors(survivors: Sequence[dict] | None) -> Verdict:
+    """Pass when no process of the target's tree outlived it."""
+    name = "shutdown.no_survivors"
+    if survivors is None:
+        return unknown(name, "no survivor list: the process tree was not inspected")
+    if not survivors:
+        return passed(name, "no process of the target's tree survived", count=0)
+    desc = [f"pid {s.get('pid')} {s.get('name') or '?'} {' '.join(s.get('cmdline') or [])[:80]}".rstrip()
+            for s in survivors]
+    return fail(name, f"{len(survivors)} processes survived: {summarize(desc)}",
+                count=len(survivors), survivors=[dict(s) for s in survivors[:20]])
+
+
+@checker("shutdown.port_free")
+def port_free(free: bool | None, port: int | None) -> Verdict:
+    """Pass when the target's port can be bound again after it exited."""
+    name = "shutdown.port_free"
+    if free is None:
+        return unknown(name, f"port {port} was not checked", port=port)
+    if free:
+        return passed(name, f"port {port} is free", port=port, free=True)
+    return fail(name, f"port {port} is still held after the target exited", port=port, free=False)
+
+
+@checker("shutdown.finals", needs_history=True)
+def shutdown_finals(history: History, clients: Collection[str] | None = None,
+                    reason: str = "shutdown") -> Verdict:
+    """Every request active at the first signal got a final frame interrupted with ``reason``."""
+    name = "shutdown.finals"
+    sig = signal_ns(history)
+    if sig is None:
+        return unknown(name, "no signal recorded by the supervisor")
+    active = [op for op in history.operations("request")
+              if (clients is None or op.client in clients) and op.started_ns < sig
+              and (op.ended_ns is None or op.ended_ns >= sig)]
+    if not active:
+        return unknown(name, "no request was active at the signal; nothing to judge")
+    finals: dict[tuple[str, object], list] = {}
+    for f in frames(history):
+        if f.get("kind") == "final":
+            finals.setdefault((f.client, f.get("request_id")), []).append(f)
+    bad = []
+    for op in active:
+        rid = op.data.get("request_id")
+        got = finals.get((op.client, rid))
+        if not got:
+            bad.append(f"{request_label(op.client, rid)}: no final frame")
+            continue
+        last = got[-1]
+        if last.get("interrupted") is not True or last.get("reason") != reason:
+            bad.append(f"{request_label(op.client, rid)}: final interrupted={last.get('interrupted')} "
+                       f"reason={last.get('reason')!r}")
+    figs = {"active": len(active), "bad": len(bad), "reason": reason}
+    if bad:
+        return fail(name, f"{len(bad)} of {len(active)} requests active at the signal lack a final "
+                          f"interrupted frame with reason {reason!r}: {summarize(bad)}", **figs)
+    return passed(name, f"all {len(active)} requests active at the signal ended interrupted, "
+                        f"reason {reason!r}", **figs)
+
+
+@checker("shutdown.close_codes", needs_history=True)
+def close_codes(history: History, expected: int = 1001,
+                clients: Collection[str] | None = None) -> Verdict:
+    """Every client (default: connected ones that did not close themselves) was closed with ``expected``."""
+    name = "shutdown.close_codes"
+    if clients is None:
+        selfclosed = {op.client for op in history.operations() if op.kind in ("close", "abort", "vanish")}
+        clients = sorted({op.client for op in history.operations("connect") if op.outcome == "ok"} - selfclosed)
+    if not clients:
+        return unknown(name, "no connected client to judge")
+    codes: dict[str, int | None] = {}
+    for o in closed_obs(history):
+        if o.source in clients and o.source not in codes:
+            codes[o.source] = o.data.get("code")
+    wrong = {c: (code if code is not None else 1006) for c, code in codes.items() if code != expected}
+    missing = [c for c in clients if c not in codes]
+    figs = {"expected": expected, "clients": len(clients), "codes": codes,
+            "wrong": wrong, "missing": missing}
+    if wrong:
+        tally = Counter(wrong.values())
+        return fail(name, f"{len(wrong)} of {len(clients)} clients closed with other codes than {expected}: "
+                          + ", ".join(f"{code} x{n}" for code, n in sorted(tally.items()))
+                          + f" ({summarize(f'{c}: {code}' for c, code in wrong.items())})", **figs)
+    if missing:
+        return unknown(name, f"{len(missing)} of {len(clients)} clients recorded no close: "
+                             f"{summarize(missing)}", **figs)
+    return passed(name, f"all {len(clients)} clients closed with {expected}", **figs)
+
+
+@checker("shutdown.health_503")
+def health_during_drain(statuses: Sequence[int | None] | None) -> Verdict:
+    """/health answered 503 during the drain and never 200 after its first 503 (None = no answer)."""
+    name = "shutdown.health_503"
+    statuses = list(statuses or [])
+    answered = [s for s in statuses if s is not None]
+    tally = dict(Counter("none" if s is None else s for s in statuses))
+    figs = {"polls": len(statuses), "tally": tally}
+    if not answered:
+        return unknown(name, f"/health gave no answer to any of {len(statuses)} polls after the signal", **figs)
+    if 503 not in answered:
+        return fail(name, f"no 503 from /health in {len(statuses)} polls after the signal "
+                          f"(statuses {tally})", **figs)
+    after = answered[answered.index(503):]
+    late_ok = sum(1 for s in after if s == 200)
+    if late_ok:
+        return fail(name, f"/health went back to 200 {late_ok} times after its first 503 "
+                          f"(statuses {tally})", **figs)
+    return passed(name, f"/health answered 503 during the drain (statuses {tally})", **figs)
+
+
+@checker("shutdown.refuses_connections")
+def connections_refused(attempts: Sequence[bool | None] | None) -> Verdict:
+    """Every connection attempt during the drain was refused (True = refused, None = unsure)."""
+    name = "shutdown.refuses_connections"
+    attempts = list(attempts or [])
+    accepted = sum(1 for a in attempts if a is False)
+    unsure = sum(1 for a in attempts if a is None)
+    figs = {"attempts": len(attempts), "accepted": accepted, "unsure": unsure}
+    if accepted:
+        return fail(name, f"{accepted} of {len(attempts)} connection attempts during the drain "
+                          f"were accepted", **figs)
+    if not attempts or unsure:
+        return unknown(name, f"{unsure} of {len(attempts)} connection attempts had no clear outcome", **figs)
+    return passed(name, f"all {len(attempts)} connection attempts during the drain were refused", **figs)
+
+
+_THREAD_HDR = re.compile(r"^(Current thread|Thread) 0x[0-9a-fA-F]+")
+_FRAME_LINE = re.compile(r'^\s*File "')
+
+
+@checker("shutdown.watchdog_dump")
+def watchdog_dump(stderr: str | None) -> Verdict:
+    """stderr holds thread stacks as faulthandler prints them ("Thread 0x..." headers, File lines)."""
+    name = "shutdown.watchdog_dump"
+    if stderr is None:
+        return unknown(name, "stderr was not captured")
+    lines = stderr.splitlines()
+    threads = sum(1 for ln in lines if _THREAD_HDR.match(ln.strip()))
+    frame_lines = sum(1 for ln in lines if _FRAME_LINE.match(ln))
+    figs = {"threads": threads, "frame_lines": frame_lines, "stderr_lines": len(lines)}
+    if threads and frame_lines:
+        return passed(name, f"stack dump of {threads} threads ({frame_lines} frames) on stderr", **figs)
+    tail = summarize([ln.strip() for ln in lines[-3:] if ln.strip()], 3) or "empty"
+    return fail(name, f"no thread stacks on stderr: {threads} thread headers, {frame_lines} frame lines "
+                      f"in {len(lines)} lines (tail: {tail})", **figs)

@@ -18,11 +18,14 @@ Shutdown / process (``shutdown``):
   watchdog_dump        shutdown.watchdog_dump        thread stacks on stderr at a watchdog exit
 Interrupts (``interrupts``):
   ack_latency               interrupts.ack_latency          ACK latency percentile within the bound
+  ack_status                interrupts.ack_status           one ACK's status and interrupted ids
+  one_ack_each              interrupts.one_ack_each         every INTERRUPT got exactly one ACK
   final_before_ack          interrupts.final_before_ack     interrupted final frame before the ACK
   no_frames_after_ack       interrupts.no_frames_after_ack  nothing for a claimed id after its ACK
-  one_terminal_per_request  interrupts.one_terminal         exactly one final (or ERROR) per request
   no_double_claim           interrupts.no_double_claim      no id claimed by two ACKs
   not_found                 interrupts.not_found            unknown ids answered NOT_FOUND, count 0
+Replies (``replies``; check names keep the ``interrupts.`` prefix, the rules they hold):
+  one_terminal_per_request  interrupts.one_terminal         exactly one final (or ERROR) per request
   untouched                 interrupts.untouched            those requests completed, not interrupted
   request_completes         interrupts.request_completes    one request completed normally
   seq_gap_free              interrupts.seq_gap_free         chunk seq 0, 1, 2, ... per request
@@ -53,11 +56,15 @@ from .delivery import exactly_once
 from .input import closed_with, connection_usable, dropped_within, error_code
 from .interrupts import (
     ack_latency,
+    ack_status,
     final_before_ack,
     no_double_claim,
     no_frames_after_ack,
-    not_delayed,
     not_found,
+    one_ack_each,
+)
+from .replies import (
+    not_delayed,
     one_terminal_per_request,
     request_completes,
     seq_gap_free,
@@ -95,6 +102,7 @@ __all__ = [
     "SHUTDOWN_NOISE",
     "Verdict",
     "ack_latency",
+    "ack_status",
     "back_to_baseline",
     "close_codes",
     "closed_with",
@@ -118,6 +126,7 @@ __all__ = [
     "no_survivors",
     "not_delayed",
     "not_found",
+    "one_ack_each",
     "one_terminal_per_request",
     "output_noise",
     "percentile",
@@ -138,7 +147,7 @@ CHECKS = {
     for fn in (
         exit_time, exit_code, output_noise, no_survivors, port_free, shutdown_finals, close_codes,
         health_during_drain, connections_refused, watchdog_dump,
-        ack_latency, final_before_ack, no_frames_after_ack, one_terminal_per_request, no_double_claim,
+        ack_latency, ack_status, one_ack_each, final_before_ack, no_frames_after_ack, one_terminal_per_request, no_double_claim,
         not_found, untouched, request_completes, seq_gap_free, upstream_closed_within, not_delayed,
         counters_zero, back_to_baseline, growth_per_1000, latency_drift, probe_agrees, memory_bounded,
         latency_within, exactly_once, dropped_within, closed_with, error_code, connection_usable,

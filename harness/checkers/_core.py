@@ -161,7 +161,9 @@ def as_frame_dict(frame: Any) -> dict[str, Any] | None:
         return frame
     if isinstance(frame, Observation):
         return frame.data
-    fields = ("kind", "msg_type", "request_id", "session_id", "code", "payload")
+    # The keys of a frame observation (ARCHITECTURE.md), read off a protocol.Frame's properties.
+    fields = ("kind", "msg_type", "request_id", "session_id", "seq", "final", "interrupted", "reason",
+              "status", "interrupted_ids", "interrupted_count", "code", "topic", "data", "payload")
     if any(hasattr(frame, f) for f in fields):
         return {f: getattr(frame, f, None) for f in fields}
     raise TypeError(f"not a frame: {type(frame).__name__}")

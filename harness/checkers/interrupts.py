@@ -14,20 +14,25 @@ from typing import Any
 from ..history import History
 from ..verdict import Verdict, fail, passed, unknown
 from . import stats
-from ._core import FrameRec, checker, fmt_ms, frames, request_label, request_ops, summarize
+from ._core import (
+    FrameRec,
+    as_frame_dict,
+    checker,
+    fmt_ms,
+    frames,
+    request_label,
+    request_ops,
+    summarize,
+)
 
 __all__ = [
     "ack_latency",
+    "ack_status",
     "final_before_ack",
     "no_double_claim",
     "no_frames_after_ack",
-    "not_delayed",
     "not_found",
-    "one_terminal_per_request",
-    "request_completes",
-    "seq_gap_free",
-    "untouched",
-    "upstream_closed_within",
+    "one_ack_each",
 ]
 
 
@@ -67,6 +72,59 @@ def ack_latency(history: History, bound_ms: float, percentile: float = 99) -> Ve
     if problems:
         return fail(name, "; ".join(problems), **figs)
     return passed(name, f"ACK p{p:g} {fmt_ms(pv)} <= bound {bound_ms:g} ms {spread}", **figs)
+
+
+@checker("interrupts.ack_status")
+def ack_status(ack: Any, status: str, interrupted: Collection[str] | None = None) -> Verdict:
+    """One ACK (Frame, record dict or None) has ``status`` and, if given, exactly those interrupted ids."""
+    name = "interrupts.ack_status"
+    d = as_frame_dict(ack)
+    want = None if interrupted is None else sorted(map(str, interrupted))
+    if d is None:
+        return fail(name, f"no INTERRUPT_ACK (expected {status})", expected_status=status, expected_ids=want)
+    got_status, ids = d.get("status"), d.get("interrupted_ids")
+    count = d.get("interrupted_count")
+    figs = {"status": got_status, "ids": ids, "count": count, "expected_status": status,
+            "expected_ids": want, "interrupt_id": d.get("request_id")}
+    if d.get("kind") not in ("ack", None):
+        code = f" {d['code']}" if d.get("code") else ""
+        return fail(name, f"answered {d.get('kind')}{code}, expected an ACK {status}", **figs)
+    if got_status is None:
+        return unknown(name, f"ACK record without a status: {sorted(d)}", **figs)
+    problems = []
+    if got_status != status:
+        problems.append(f"status {got_status}, expected {status}")
+    if want is not None and sorted(map(str, ids or [])) != want:
+        problems.append(f"interrupted {sorted(map(str, ids or []))}, expected {want}")
+    if count is not None and ids is not None and count != len(ids):
+        problems.append(f"interrupted_count {count} but {len(ids)} ids listed")
+    label = f"ACK {d.get('request_id')}"
+    if problems:
+        return fail(name, f"{label}: " + "; ".join(problems), **figs)
+    return passed(name, f"{label}: {status}, interrupted {sorted(map(str, ids or []))}", **figs)
+
+
+@checker("interrupts.one_ack_each", needs_history=True)
+def one_ack_each(history: History) -> Verdict:
+    """Every INTERRUPT sent got exactly one INTERRUPT_ACK on its client, and no ACK is unmatched."""
+    name = "interrupts.one_ack_each"
+    ops = history.operations("interrupt")
+    if not ops:
+        return unknown(name, "no INTERRUPT was sent")
+    acks: dict[tuple[str, Any], int] = defaultdict(int)
+    for f in frames(history):
+        if f.get("kind") == "ack":
+            acks[(f.client, f.get("request_id"))] += 1
+    sent = {(op.client, op.data.get("interrupt_id")) for op in ops}
+    bad = [f"INTERRUPT {iid} of {c}: {acks.get((c, iid), 0)} ACKs" for c, iid in sorted(sent, key=repr)
+           if acks.get((c, iid), 0) != 1]
+    stray = [f"ACK {iid} on {c} for no INTERRUPT sent" for c, iid in acks if (c, iid) not in sent]
+    figs = {"interrupts": len(ops), "acks": sum(acks.values()), "bad": len(bad), "stray": len(stray),
+            "unanswered": sum(1 for k in sent if not acks.get(k))}
+    if bad or stray:
+        return fail(name, f"{len(bad)} of {len(sent)} INTERRUPTs without exactly one ACK, {len(stray)} stray "
+                          f"ACKs: {summarize(bad + stray)}", **figs)
+    return passed(name, f"all {len(sent)} INTERRUPTs got exactly one ACK", **figs)
 
 
 @checker("interrupts.final_before_ack", needs_history=True)
@@ -133,46 +191,6 @@ def no_frames_after_ack(history: History, grace_ms: float = 0) -> Verdict:
     return passed(name, f"no frame after the ACK for any of {len(claims)} interrupted requests", **figs)
 
 
-@checker("interrupts.one_terminal", needs_history=True)
-def one_terminal_per_request(history: History) -> Verdict:
-    """Each request (per client) ends with exactly one terminal frame: one final, or one ERROR."""
-    name = "interrupts.one_terminal"
-    ops: dict[tuple[str, Any], list] = defaultdict(list)
-    for op in history.operations("request"):
-        ops[(op.client, op.data.get("request_id"))].append(op)
-    finals: dict[tuple[str, Any], int] = defaultdict(int)
-    errors: dict[tuple[str, Any], int] = defaultdict(int)
-    for f in frames(history):
-        key = (f.client, f.get("request_id"))
-        if f.get("kind") == "final":
-            finals[key] += 1
-        elif f.get("kind") == "error" and f.get("request_id") is not None:
-            errors[key] += 1
-    keys = set(ops) | set(finals)
-    if not keys:
-        return unknown(name, "no request and no final frame recorded")
-    bad, unresolved = [], 0
-    for key in sorted(keys, key=repr):
-        want = max(len(ops.get(key, [])), 1)  # an id sent again counts once per REQUEST
-        nf, ne = finals.get(key, 0), errors.get(key, 0)
-        label = request_label(*key)
-        if nf > want:
-            bad.append(f"{label}: {nf} final frames")
-        elif nf + ne > want:
-            bad.append(f"{label}: {nf} final and {ne} ERROR frames")
-        elif nf + ne < want:
-            if all(op.outcome in ("ok", "fail") for op in ops.get(key, [])):
-                bad.append(f"{label}: no terminal frame")
-            else:
-                unresolved += 1  # the connection died under it: nothing to hold the server to
-    figs = {"requests": len(keys), "bad": len(bad), "unresolved": unresolved}
-    if bad:
-        return fail(name, f"{len(bad)} of {len(keys)} requests without exactly one terminal frame: "
-                          f"{summarize(bad)}", **figs)
-    return passed(name, f"{len(keys) - unresolved} requests each ended exactly once"
-                        + (f" ({unresolved} unresolved: connection lost)" if unresolved else ""), **figs)
-
-
 @checker("interrupts.no_double_claim", needs_history=True)
 def no_double_claim(history: History) -> Verdict:
     """No request id (per client session) is reported interrupted by two ACKs."""
@@ -219,115 +237,3 @@ def not_found(history: History, interrupt_ids: Collection[str]) -> Verdict:
     if missing:
         return unknown(name, f"{len(missing)} INTERRUPTs have no ACK to judge: {summarize(missing)}", **figs)
     return passed(name, f"all {len(interrupt_ids)} INTERRUPTs answered NOT_FOUND, count 0", **figs)
-
-
-def _completion(history: History, request_id: str, client: str | None) -> tuple[str, str]:
-    """("pass"|"fail"|"unknown", why) for one request's latest REQUEST."""
-    ops = request_ops(history, request_id, client)
-    if not ops:
-        return "unknown", f"request {request_id}: no REQUEST recorded"
-    op = max(ops, key=lambda o: o.started_ns)
-    label = request_label(op.client, request_id)
-    if op.outcome == "pending":
-        return "fail", f"{label}: no final frame (still pending)"
-    if op.outcome == "unknown":
-        return "unknown", f"{label}: outcome unknown (connection ended before its final frame)"
-    if op.outcome == "fail":
-        return "fail", f"{label}: failed with {op.data.get('error_code') or op.data.get('error')}"
-    if op.data.get("interrupted"):
-        return "fail", f"{label}: ended interrupted (reason {op.data.get('reason')!r})"
-    want = (op.data.get("options") or {}).get("chunks")
-    got = op.data.get("chunks")
-    if want is not None and got is not None and got != want:
-        return "fail", f"{label}: completed with {got} chunks, asked for {want}"
-    return "pass", f"{label}: completed, {got if got is not None else '?'} chunks in {fmt_ms(op.duration_ms)}"
-
-
-@checker("interrupts.request_completes", needs_history=True)
-def request_completes(history: History, request_id: str, client: str | None = None) -> Verdict:
-    """That request (its latest REQUEST) completed normally: final frame, not interrupted."""
-    name = "interrupts.request_completes"
-    status, why = _completion(history, request_id, client)
-    return {"pass": passed, "fail": fail, "unknown": unknown}[status](name, why, request_id=request_id)
-
-
-@checker("interrupts.untouched", needs_history=True)
-def untouched(history: History, request_ids: Collection[str], client: str | None = None) -> Verdict:
-    """Those requests completed normally, not interrupted (e.g. after a foreign-id INTERRUPT)."""
-    name = "interrupts.untouched"
-    if not request_ids:
-        return unknown(name, "no request ids given")
-    results = [_completion(history, rid, client) for rid in request_ids]
-    bad = [why for st, why in results if st == "fail"]
-    unsure = [why for st, why in results if st == "unknown"]
-    figs = {"requests": len(results), "bad": len(bad), "unknown": len(unsure)}
-    if bad:
-        return fail(name, f"{len(bad)} of {len(results)} requests did not complete untouched: "
-                          f"{summarize(bad)}", **figs)
-    if unsure:
-        return unknown(name, summarize(unsure), **figs)
-    return passed(name, f"all {len(results)} requests completed, not interrupted", **figs)
-
-
-@checker("interrupts.seq_gap_free", needs_history=True)
-def seq_gap_free(history: History) -> Verdict:
-    """Each request's chunks carry seq 0, 1, 2, ... without gaps, repeats or reordering."""
-    name = "interrupts.seq_gap_free"
-    expect: dict[tuple[str, Any], int] = {}
-    bad, chunks = [], 0
-    for f in frames(history):
-        key = (f.client, f.get("request_id"))
-        if f.get("kind") == "final":
-            expect.pop(key, None)  # a later REQUEST with this id starts again at 0
-            continue
-        if f.get("kind") != "chunk":
-            continue
-        chunks += 1
-        want, seq = expect.get(key, 0), f.get("seq")
-        if seq != want:
-            bad.append(f"{request_label(*key)}: seq {seq} where {want} was due")
-        expect[key] = (seq + 1) if isinstance(seq, int) else want + 1
-    figs = {"chunks": chunks, "bad": len(bad)}
-    if not chunks:
-        return unknown(name, "no chunk frames recorded")
-    if bad:
-        return fail(name, f"{len(bad)} out-of-sequence chunks in {chunks}: {summarize(bad)}", **figs)
-    return passed(name, f"{chunks} chunks, every request's seq from 0 without gaps", **figs)
-
-
-@checker("interrupts.upstream_closed")
-def upstream_closed_within(interrupt_sent_ns: int | None, closed_ns: int | None,
-                           bound_ms: float) -> Verdict:
-    """The upstream HTTP stream closed within ``bound_ms`` of the INTERRUPT; None (never) fails."""
-    name = "interrupts.upstream_closed"
-    if interrupt_sent_ns is None:
-        return unknown(name, "no INTERRUPT send time recorded", bound_ms=bound_ms)
-    if closed_ns is None:
-        return fail(name, f"upstream stream still open (bound {bound_ms:g} ms after the INTERRUPT)",
-                    closed_after_ms=None, bound_ms=bound_ms)
-    dt = (closed_ns - interrupt_sent_ns) / 1e6
-    figs = {"closed_after_ms": dt, "bound_ms": bound_ms}
-    if dt < 0:
-        return unknown(name, f"upstream closed {fmt_ms(-dt)} before the INTERRUPT was sent: "
-                             f"the interrupt was not exercised", **figs)
-    if dt > bound_ms:
-        return fail(name, f"upstream closed {fmt_ms(dt)} after the INTERRUPT > bound {bound_ms:g} ms", **figs)
-    return passed(name, f"upstream closed {fmt_ms(dt)} after the INTERRUPT <= bound {bound_ms:g} ms", **figs)
-
-
-@checker("interrupts.not_delayed")
-def not_delayed(first_chunk_ms: float | None, bound_ms: float | None, *, what: str = "first chunk") -> Verdict:
-    """``what`` arrived within ``bound_ms``; None (never seen within the wait) fails."""
-    name = "interrupts.not_delayed"
-    if bound_ms is None:
-        return unknown(name, f"{what}: no bound given", what=what)
-    if first_chunk_ms is None:
-        return fail(name, f"{what}: not seen within the wait (bound {bound_ms:g} ms)",
-                    what=what, ms=None, bound_ms=bound_ms)
-    figs = {"what": what, "ms": first_chunk_ms, "bound_ms": bound_ms}
-    if first_chunk_ms < 0:
-        return unknown(name, f"{what}: negative delay {fmt_ms(first_chunk_ms)}, clocks mixed up", **figs)
-    if first_chunk_ms > bound_ms:
-        return fail(name, f"{what} after {fmt_ms(first_chunk_ms)} > bound {bound_ms:g} ms", **figs)
-    return passed(name, f"{what} after {fmt_ms(first_chunk_ms)} <= bound {bound_ms:g} ms", **figs)
-

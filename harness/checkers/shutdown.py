@@ -47,14 +47,19 @@ SHUTDOWN_NOISE: tuple[str, ...] = (
 
 
 @checker("shutdown.exit_time")
-def exit_time(exit_ms: float | None, bound_ms: float | None, *, what: str = "exit") -> Verdict:
-    """Pass when the process exited within ``bound_ms``; None (still running) fails as hung."""
+def exit_time(exit_ms: float | None, bound_ms: float | None, *, what: str = "exit",
+              stacks: Sequence[str] = ()) -> Verdict:
+    """Pass when the process exited within ``bound_ms``; None (still running) fails as hung.
+
+    ``stacks`` are hang forensics taken before the kill; a hung verdict carries them.
+    """
     name = "shutdown.exit_time"
     if bound_ms is None:
         return unknown(name, f"{what}: no bound given", what=what, exit_ms=exit_ms)
     if exit_ms is None:
-        return fail(name, f"{what}: hung, still running at the bound {bound_ms:g} ms",
-                    what=what, exit_ms=None, bound_ms=bound_ms, hung=True)
+        where = f"; {len(stacks)} stack lines in figures" if stacks else ""
+        return fail(name, f"{what}: hung, still running at the bound {bound_ms:g} ms{where}",
+                    what=what, exit_ms=None, bound_ms=bound_ms, hung=True, stacks=list(stacks)[:200])
     figs = {"what": what, "exit_ms": exit_ms, "bound_ms": bound_ms, "hung": False}
     if exit_ms > bound_ms:
         return fail(name, f"{what} took {fmt_ms(exit_ms)} > bound {bound_ms:g} ms", **figs)

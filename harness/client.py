@@ -1,0 +1,615 @@
+"""The asyncio client: every action an operation in the history.
+
+One reader task per client takes frames off the socket, stamps them on the
+monotonic clock, classifies them through the adapter, records one ``frame``
+observation each and wakes whoever waits: the request a chunk belongs to, the
+interrupt an ACK answers, a ``wait_frame`` predicate. Operations end ``ok``,
+``fail`` or ``unknown`` exactly as the History conventions of
+docs/ARCHITECTURE.md say; an outcome the client cannot know (the connection
+died before the answer) is recorded as ``unknown``, never guessed.
+
+The client is built for churn: hundreds per process, thousands of cycles a
+minute. Per frame it does one JSON parse, one small dict and no logging.
+
+Fault actions that act on this client's own socket live here because they
+need its transport: :meth:`Client.abort` (TCP RST), :meth:`Client.vanish`
+(FIN, no close frame), :meth:`Client.stop_reading` (a slow reader: no reads,
+so no pongs, and the server's send buffer fills).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from .adapters import Adapter, ReferenceAdapter
+from .history import History, Operation
+from .protocol import Frame, frame_record
+from .target import check_loopback
+from .timing import now_ns, scaled
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "Client",
+    "ClientError",
+    "ClientTimeout",
+    "ConnectError",
+    "ConnectionLost",
+    "InterruptResult",
+    "Reply",
+]
+
+#: Large, so frames far over a server's limit can come back in oversize tests.
+DEFAULT_MAX_SIZE = 64 * 2**20
+_REFERENCE = ReferenceAdapter()
+
+
+class ClientError(RuntimeError):
+    """Base of the client's typed errors."""
+
+
+class ConnectError(ClientError):
+    """The connection or its opening handshake failed (refused, timed out, error frame)."""
+
+
+class ConnectionLost(ClientError):
+    """The connection was closed before the message could be sent."""
+
+
+class ClientTimeout(ClientError, TimeoutError):
+    """No answer within the bound; the operation was recorded as unknown."""
+
+
+@dataclass
+class Reply:
+    """Everything received for one request, as far as it got."""
+
+    request_id: str
+    chunks: list[Frame]
+    final: Frame | None
+    interrupted: bool
+    reason: str | None
+    complete: bool  # the final frame arrived
+    error: Frame | None
+    first_chunk_ms: float | None  # from send to the first chunk
+    total_ms: float | None  # from send to the final frame
+    seqs: list[int | None]
+
+    @property
+    def text(self) -> str:
+        return "".join(c.delta or "" for c in self.chunks)
+
+
+@dataclass
+class InterruptResult:
+    interrupt_id: str
+    target: str | None
+    ack: Frame | None  # None: no ACK within the bound, or the connection died
+    latency_ms: float | None  # send to ACK receipt
+    sent_ns: int
+    acked_ns: int | None
+    error: Frame | None = None
+
+    @property
+    def status(self) -> str | None:
+        return None if self.ack is None else self.ack.status
+
+    @property
+    def interrupted_ids(self) -> list[str]:
+        return (self.ack.interrupted_ids or []) if self.ack is not None else []
+
+
+@dataclass(eq=False)
+class _Pending:
+    request_id: str
+    op: Operation
+    sent_ns: int
+    done: asyncio.Future[None]
+    chunks: list[Frame] = field(default_factory=list)
+    final: Frame | None = None
+    error: Frame | None = None
+
+
+class Client:
+    """A WebSocket client of one session; see ARCHITECTURE.md for the contract."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        adapter: Adapter | None = None,
+        history: History | None = None,
+        name: str = "c0",
+        allow_remote: bool = False,
+        max_size: int | None = DEFAULT_MAX_SIZE,
+        open_timeout: float | None = None,
+        close_timeout: float | None = None,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
+        compression: str | None = None,
+        keep_frames: bool = True,
+    ) -> None:
+        check_loopback(url, where=f"client {name}", allow_remote=allow_remote)
+        self.url = url
+        self.adapter = adapter or _REFERENCE
+        self.history = history if history is not None else History()
+        self.name = name
+        self.session_id: str | None = None
+        self.ready: Frame | None = None
+        self.frames: list[Frame] = []
+        self._keep_frames = keep_frames
+        self._kw: dict[str, Any] = {
+            "max_size": max_size,
+            "open_timeout": open_timeout if open_timeout is not None else scaled(10),
+            "close_timeout": close_timeout if close_timeout is not None else scaled(5),
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            # permessage-deflate costs CPU on both sides and tests nothing here.
+            "compression": compression,
+            # No HTTP proxy from the environment: traffic stays on loopback.
+            "proxy": None,
+        }
+        self._conn: ClientConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closed: asyncio.Future[tuple[int | None, str]] | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._answers: dict[str, asyncio.Future[Frame | None]] = {}
+        self._heartbeats: list[asyncio.Future[Frame | None]] = []
+        self._predicates: list[tuple[Callable[[Frame], bool], asyncio.Future[Frame | None]]] = []
+        self._ids = itertools.count(1)
+        self._paused_resume: Callable[[], Any] | None = None
+
+    # -- connection ----------------------------------------------------------
+    async def connect(self, timeout: float | None = None) -> Frame:
+        """Open the connection and the session; returns the ready frame."""
+        if self._conn is not None:
+            raise ClientError(f"client {self.name} is already connected")
+        bound = timeout if timeout is not None else scaled(10)
+        op = self.history.begin(self.name, "connect", url=self.url)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + bound
+        try:
+            self._conn = await asyncio.wait_for(connect(self.url, **self._kw), bound)
+            ready = await asyncio.wait_for(
+                self.adapter.handshake(self._send_raw_frame, self._handshake_recv),
+                max(0.0, deadline - loop.time()),
+            )
+        except asyncio.CancelledError:
+            self.history.end(op, "fail", session_id=None, error="cancelled")
+            self._hard_close()
+            raise
+        except Exception as exc:
+            error = _describe(exc)
+            self.history.end(op, "fail", session_id=None, error=error)
+            self._hard_close()
+            raise ConnectError(f"client {self.name}: connect to {self.url} failed: {error}") from exc
+        self.ready = ready
+        self.session_id = ready.session_id
+        self._closed = loop.create_future()
+        self._reader = loop.create_task(self._read(), name=f"wschaos-reader-{self.name}")
+        self.history.end(op, "ok", session_id=self.session_id, error=None)
+        return ready
+
+    async def _handshake_recv(self) -> Frame:
+        assert self._conn is not None
+        raw = await self._conn.recv()
+        return self._take(raw, time.monotonic_ns())
+
+    async def _send_raw_frame(self, data: str | bytes) -> None:
+        assert self._conn is not None
+        await self._conn.send(data)
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._conn is not None and not self.closed:
+            await self.close()
+
+    @property
+    def connection(self) -> ClientConnection:
+        if self._conn is None:
+            raise ClientError(f"client {self.name} is not connected")
+        return self._conn
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None and self._closed.done()
+
+    # -- the reader ----------------------------------------------------------
+    async def _read(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        take = self._take
+        try:
+            while True:
+                raw = await conn.recv()
+                take(raw, time.monotonic_ns())
+        except ConnectionClosed:
+            pass
+        finally:
+            self._on_closed()
+
+    def _take(self, raw: str | bytes, t_ns: int) -> Frame:
+        frame = self.adapter.classify(raw, t_ns)
+        if self._keep_frames:
+            self.frames.append(frame)
+        # Passed after creation: the record has a "kind" key, which is also
+        # History.observe's own parameter name.
+        self.history.observe(self.name, "frame", t_ns).data = frame_record(frame)
+        self._dispatch(frame)
+        return frame
+
+    def _dispatch(self, frame: Frame) -> None:
+        rid = frame.request_id
+        kind = frame.kind
+        if rid is not None:
+            pend = self._pending.get(rid)
+            if pend is not None and not pend.done.done():
+                if kind == "chunk":
+                    pend.chunks.append(frame)
+                elif kind == "final":
+                    pend.final = frame
+                    last = frame.seq if frame.seq is not None else (pend.chunks[-1].seq if pend.chunks else None)
+                    self._end(pend.op, "ok", interrupted=bool(frame.interrupted), reason=frame.reason,
+                                     chunks=len(pend.chunks), last_seq=last, error_code=None)
+                    pend.done.set_result(None)
+                elif kind == "error":
+                    pend.error = frame
+                    self._end_request(pend, "fail", error_code=frame.code)
+            fut = self._answers.get(rid)
+            if fut is not None and not fut.done() and kind in ("ack", "error", "heartbeat_ack"):
+                fut.set_result(frame)
+        if kind == "heartbeat_ack":
+            # The protocol does not promise the ACK echoes an id: answer the oldest waiter.
+            while self._heartbeats:
+                fut = self._heartbeats.pop(0)
+                if not fut.done():
+                    fut.set_result(frame)
+                    break
+        if self._predicates:
+            for item in list(self._predicates):
+                pred, fut = item
+                if fut.done():
+                    self._predicates.remove(item)
+                    continue
+                try:
+                    hit = pred(frame)
+                except Exception as exc:  # a broken predicate fails its own wait, not the reader
+                    fut.set_exception(exc)
+                    self._predicates.remove(item)
+                    continue
+                if hit:
+                    fut.set_result(frame)
+                    self._predicates.remove(item)
+
+    def _end_request(self, pend: _Pending, outcome: Any, **extra: Any) -> None:
+        last = pend.chunks[-1].seq if pend.chunks else None
+        data = {"interrupted": None, "reason": None, "chunks": len(pend.chunks), "last_seq": last,
+                "error_code": None}
+        data.update(extra)
+        self._end(pend.op, outcome, **data)
+        if not pend.done.done():
+            pend.done.set_result(None)
+
+    def _on_closed(self) -> None:
+        conn = self._conn
+        code: int | None = None
+        reason = ""
+        if conn is not None and conn.protocol.close_rcvd is not None:
+            code, reason = conn.protocol.close_rcvd.code, conn.protocol.close_rcvd.reason
+        self.history.observe(self.name, "closed", code=code, reason=reason)
+        for pend in self._pending.values():
+            if not pend.done.done():
+                self._end_request(pend, "unknown", error="connection closed before the final frame")
+        for fut in (*self._answers.values(), *self._heartbeats, *(f for _, f in self._predicates)):
+            if not fut.done():
+                fut.set_result(None)
+        self._heartbeats.clear()
+        self._predicates.clear()
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result((code, reason))
+
+    # -- sending -------------------------------------------------------------
+    async def _send(self, op: Operation, data: str | bytes) -> None:
+        """Send, or end ``op`` fail and raise ConnectionLost when the connection is gone."""
+        conn = self._conn
+        if conn is None or conn.state is not State.OPEN:
+            self._end(op, "fail", error="connection closed")
+            raise ConnectionLost(f"client {self.name}: connection closed; {op.kind} not sent")
+        try:
+            await conn.send(data)
+        except ConnectionClosed as exc:
+            # Whether the bytes left before the close is unknowable from here.
+            self._end(op, "unknown", error=_describe(exc))
+            raise ConnectionLost(f"client {self.name}: connection closed while sending {op.kind}") from exc
+
+    def _end(self, op: Operation, outcome: Any, **data: Any) -> None:
+        # The reader (connection lost) and a failing send can both try to end
+        # one operation; the first outcome recorded stands.
+        if op.outcome == "pending":
+            self.history.end(op, outcome, **data)
+
+    def _next_id(self, prefix: str) -> str:
+        return f"{self.name}-{prefix}{next(self._ids)}"
+
+    async def request(self, text: str = "hello", *, request_id: str | None = None, **options: Any) -> str:
+        """Send a request; returns its id. Collect the answer with :meth:`reply`."""
+        rid = request_id or self._next_id("r")
+        data = self.adapter.encode_request(rid, text, options, self.session_id)
+        op = self.history.begin(self.name, "request", request_id=rid, text=text, options=options)
+        pend = _Pending(rid, op, now_ns(), asyncio.get_running_loop().create_future())
+        self._pending[rid] = pend
+        try:
+            await self._send(op, data)
+        except ConnectionLost:
+            if not pend.done.done():
+                pend.done.set_result(None)
+            raise
+        return rid
+
+    async def reply(self, request_id: str, timeout: float | None = None) -> Reply:
+        """Wait (bounded) for the request's final frame, its ERROR or the connection's end."""
+        pend = self._pending.get(request_id)
+        if pend is None:
+            raise ClientError(f"client {self.name}: no request {request_id!r} was sent")
+        if not pend.done.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(pend.done), timeout if timeout is not None else scaled(30))
+            except asyncio.TimeoutError:
+                pass
+        return _reply(pend)
+
+    async def interrupt(self, target: str | None, *, reason: str = "user",
+                        timeout: float | None = None) -> InterruptResult:
+        """Interrupt one request (or all, with None); waits for the ACK, bounded."""
+        iid = self._next_id("i")
+        data = self.adapter.encode_interrupt(iid, target, reason, self.session_id)
+        op = self.history.begin(self.name, "interrupt", interrupt_id=iid, target=target)
+        fut: asyncio.Future[Frame | None] = asyncio.get_running_loop().create_future()
+        self._answers[iid] = fut
+        sent_ns = now_ns()
+        try:
+            await self._send(op, data)
+            answer = await self._wait(fut, timeout if timeout is not None else scaled(5))
+        finally:
+            self._answers.pop(iid, None)
+        if answer is None or answer.kind == "error":
+            error = answer
+            if error is not None:
+                self.history.end(op, "fail", status=None, interrupted=[], interrupted_count=0,
+                                 latency_ms=None, error_code=error.code)
+            else:
+                self.history.end(op, "unknown", status=None, interrupted=None, interrupted_count=None,
+                                 latency_ms=None, error="no ACK" if not self.closed else "connection closed")
+            return InterruptResult(iid, target, None, None, sent_ns, None, error)
+        latency = (answer.t_ns - sent_ns) / 1e6
+        ids = answer.interrupted_ids or []
+        self.history.end(op, "ok", status=answer.status, interrupted=ids,
+                         interrupted_count=answer.interrupted_count, latency_ms=latency)
+        return InterruptResult(iid, target, answer, latency, sent_ns, answer.t_ns)
+
+    async def heartbeat(self, timeout: float | None = None) -> Frame:
+        """Send a heartbeat; returns its HEARTBEAT_ACK (or the ERROR that answered)."""
+        hid = self._next_id("h")
+        data = self.adapter.encode_heartbeat(hid, self.session_id)
+        op = self.history.begin(self.name, "heartbeat", request_id=hid)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Frame | None] = loop.create_future()
+        self._answers[hid] = fut
+        self._heartbeats.append(fut)
+        try:
+            await self._send(op, data)
+            answer = await self._wait(fut, timeout if timeout is not None else scaled(5))
+        finally:
+            self._answers.pop(hid, None)
+            if fut in self._heartbeats:
+                self._heartbeats.remove(fut)
+        if answer is None:
+            self.history.end(op, "unknown", error_code=None, error="no HEARTBEAT_ACK")
+            raise ClientTimeout(f"client {self.name}: no HEARTBEAT_ACK")
+        self.history.end(op, "fail" if answer.kind == "error" else "ok", error_code=answer.code)
+        return answer
+
+    async def _simple(self, kind: str, data: str | bytes, **fields: Any) -> None:
+        op = self.history.begin(self.name, kind, **fields)
+        await self._send(op, data)
+        # The protocol answers these only on error, so "sent" is the outcome.
+        self.history.end(op, "ok", error_code=None)
+
+    async def subscribe(self, topic: str) -> None:
+        rid = self._next_id("s")
+        await self._simple("subscribe", self.adapter.encode_subscribe(topic, rid, self.session_id),
+                           topic=topic, request_id=rid)
+
+    async def unsubscribe(self, topic: str) -> None:
+        rid = self._next_id("u")
+        await self._simple("unsubscribe", self.adapter.encode_unsubscribe(topic, rid, self.session_id),
+                           topic=topic, request_id=rid)
+
+    async def publish(self, topic: str, data: Any) -> None:
+        rid = self._next_id("p")
+        await self._simple("publish", self.adapter.encode_publish(topic, data, rid, self.session_id),
+                           topic=topic, data=data, request_id=rid)
+
+    async def send_raw(self, data: str | bytes) -> bool:
+        """Send bytes as they are (bad input, oversize frames). Returns whether it was sent.
+
+        Unlike the other sends this does not raise on a closed connection: its
+        purpose is often to get the connection closed, and the outcome is in
+        the history either way.
+        """
+        preview = data[:200] if isinstance(data, str) else repr(bytes(data[:200]))
+        op = self.history.begin(self.name, "send_raw", size=len(data), binary=not isinstance(data, str),
+                                preview=preview)
+        try:
+            await self._send(op, data)
+        except ConnectionLost:
+            return False
+        self.history.end(op, "ok", error_code=None)
+        return True
+
+    async def _wait(self, fut: asyncio.Future[Frame | None], timeout: float) -> Frame | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    async def wait_frame(self, predicate: Callable[[Frame], bool], timeout: float,
+                         *, since: int | None = 0) -> Frame | None:
+        """The first frame matching ``predicate``, or None at the bound or the close.
+
+        Frames already received from index ``since`` of :attr:`frames` count too
+        (so a frame that arrived while the caller was sending is not missed);
+        pass ``since=len(client.frames)`` to look only at later ones, or None.
+        """
+        if since is not None:
+            for frame in self.frames[since:]:
+                if predicate(frame):
+                    return frame
+        if self.closed:
+            return None
+        fut: asyncio.Future[Frame | None] = asyncio.get_running_loop().create_future()
+        item = (predicate, fut)
+        self._predicates.append(item)
+        try:
+            return await self._wait(fut, timeout)
+        finally:
+            if item in self._predicates:
+                self._predicates.remove(item)
+
+    # -- ending --------------------------------------------------------------
+    async def close(self, code: int = 1000, timeout: float | None = None) -> None:
+        """The closing handshake, bounded; a peer that never answers is aborted."""
+        op = self.history.begin(self.name, "close", code=code)
+        conn = self._conn
+        if conn is None:
+            self.history.end(op, "fail", close_code=None, error="not connected")
+            return
+        bound = timeout if timeout is not None else scaled(5)
+        try:
+            await asyncio.wait_for(conn.close(code), bound)
+            await self._reader_done(bound)
+        except asyncio.TimeoutError:
+            self._hard_close()
+            await self._reader_done(scaled(1))
+            self.history.end(op, "unknown", close_code=self._close_code(), error="closing handshake timed out")
+            return
+        self.history.end(op, "ok", close_code=self._close_code())
+
+    async def abort(self) -> None:
+        """End the connection with a TCP RST (SO_LINGER on, 0 s): no close frame."""
+        op = self.history.begin(self.name, "abort")
+        conn = self.connection
+        sock = conn.transport.get_extra_info("socket")
+        if sock is not None:
+            # The kernel sends RST instead of FIN when a socket with a zero
+            # linger time is closed.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.transport.abort()
+        await self._reader_done(scaled(2))
+        self.history.end(op, "ok", close_code=self._close_code())
+
+    async def vanish(self) -> None:
+        """End the connection with a FIN and no close frame, as a killed process would."""
+        op = self.history.begin(self.name, "vanish")
+        transport = self.connection.transport
+        # shutdown(SHUT_WR) first: the FIN goes out even if unread bytes would
+        # turn a plain close() into an RST.
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError):
+                pass
+        transport.close()
+        await self._reader_done(scaled(2))
+        self.history.end(op, "ok", close_code=self._close_code())
+
+    def stop_reading(self) -> None:
+        """Stop reading the socket: no frames, no pongs; the server's send buffer fills."""
+        conn = self.connection
+        if self._paused_resume is not None:
+            return
+        # websockets' assembler resumes the transport when its queue drains;
+        # that must not undo a deliberate pause.
+        assembler = conn.recv_messages
+        self._paused_resume = assembler.resume
+        assembler.resume = _noop
+        conn.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused_resume is None:
+            return
+        conn = self.connection
+        conn.recv_messages.resume = self._paused_resume
+        self._paused_resume = None
+        if not conn.transport.is_closing() and not conn.recv_messages.paused:
+            conn.transport.resume_reading()
+
+    @property
+    def reading(self) -> bool:
+        return self._paused_resume is None
+
+    async def wait_closed(self, timeout: float) -> tuple[int | None, str] | None:
+        """``(code, reason)`` once the connection has ended (code None: no close frame), or None at the bound."""
+        if self._closed is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._closed), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    def _close_code(self) -> int | None:
+        if self._closed is not None and self._closed.done():
+            return self._closed.result()[0]
+        return None
+
+    async def _reader_done(self, timeout: float) -> None:
+        if self._reader is not None and not self._reader.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+            except asyncio.TimeoutError:
+                self._hard_close()
+
+    def _hard_close(self) -> None:
+        if self._conn is not None:
+            self._conn.transport.abort()
+
+
+def _noop() -> None:
+    return None
+
+
+def _reply(pend: _Pending) -> Reply:
+    final = pend.final
+    first = pend.chunks[0].t_ns if pend.chunks else None
+    return Reply(
+        request_id=pend.request_id,
+        chunks=list(pend.chunks),
+        final=final,
+        interrupted=bool(final is not None and final.interrupted),
+        reason=None if final is None else final.reason,
+        complete=final is not None,
+        error=pend.error,
+        first_chunk_ms=None if first is None else (first - pend.sent_ns) / 1e6,
+        total_ms=None if final is None else (final.t_ns - pend.sent_ns) / 1e6,
+        seqs=[c.seq for c in pend.chunks],
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

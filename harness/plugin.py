@@ -78,6 +78,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wschaos-run-dir", dest="wschaos_run_dir", metavar="DIR", help=RUN_DIR_HELP)
     group.addoption("--wschaos-allow-remote", dest="wschaos_allow_remote", action="store_true", help=ALLOW_REMOTE_HELP)
     group.addoption("--wschaos-python-probe", dest="wschaos_python_probe", action="store_true", help=PROBE_HELP)
+    group.addoption("--wschaos-case", dest="wschaos_case", action="append", default=[], metavar="GLOB",
+                    help="run only the scenario cases whose id or scenario matches (repeatable)")
     group.addoption("--wschaos-results", dest="wschaos_results", metavar="FILE",
                     help="write every case's outcome as JSON to FILE (used by `wschaos run`)")
     parser.addini("wschaos_target", TARGET_HELP)
@@ -167,6 +169,19 @@ def load_settings(config: pytest.Config) -> WschaosSettings:
     )
     config.stash[SETTINGS_KEY] = settings
     return settings
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize a ``case`` argument with the selected scenario cases."""
+    if "case" not in metafunc.fixturenames:
+        return
+    from .scenario import load_scenarios, select_cases
+
+    patterns = metafunc.config.getoption("wschaos_case") or []
+    cases = select_cases(load_scenarios(), patterns)
+    if patterns and not cases:
+        raise SettingError(f"--wschaos-case {' '.join(patterns)}: no scenario case matches")
+    metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

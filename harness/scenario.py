@@ -274,6 +274,16 @@ class Context:
     def on_cleanup(self, closer: Callable[[], Awaitable[Any]]) -> None:
         self._closers.append(closer)
 
+    def enter(self, cm: contextlib.AbstractContextManager[Any]) -> Any:
+        """Enter a (fault) context manager now; it is exited at cleanup, before targets stop."""
+        value = cm.__enter__()
+
+        async def leave() -> None:
+            cm.__exit__(None, None, None)
+
+        self._closers.append(leave)
+        return value
+
     async def aclose(self) -> None:
         """Close clients, stop every target (whole tree) and upstream; bounded, never raises."""
         for c in self._clients:

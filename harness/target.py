@@ -121,6 +121,8 @@ class Target:
     allow_remote: bool = False
     #: Reference-server fault switches, recorded so reports can name them.
     faults: tuple[str, ...] = ()
+    #: An interactive client to drive through a pty, with a ``{url}`` placeholder.
+    interactive_client: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -143,6 +145,27 @@ class Target:
         for f in faults:
             extra += ["--fault", f]
         return replace(self, argv=(*self.argv, *extra), faults=(*self.faults, *faults))
+
+    def with_server_flags(self, **limit_changes: Any) -> Target:
+        """Change limits and, for the reference server, the matching command-line flags.
+
+        Keepalive and watchdog cases need intervals of a second or two rather than
+        the defaults; a foreign target keeps its argv and only the limits change.
+        """
+        target = self.with_limits(**limit_changes)
+        if self.name != "reference":
+            return target
+        argv = list(target.argv)
+        flags = {"grace_s": "--grace", "hard_limit_s": "--hard-limit", "heartbeat_interval_s": "--heartbeat-interval"}
+        for key, value in limit_changes.items():
+            flag = flags.get(key)
+            if flag is None:
+                continue
+            if flag in argv:
+                argv[argv.index(flag) + 1] = _num(value)
+            else:
+                argv += [flag, _num(value)]
+        return replace(target, argv=tuple(argv))
 
     def with_args(self, *args: str) -> Target:
         return replace(self, argv=(*self.argv, *args))
@@ -202,6 +225,7 @@ def reference_target(
         env=dict(env or {}),
         limits=limits,
         python_probe=python_probe,
+        interactive_client=(sys.executable, "-m", "reference_server.client", "--url", "{url}"),
     )
     return target.with_faults(*faults) if faults else target
 
@@ -290,6 +314,8 @@ def target_from_mapping(
             if val is not False and not isinstance(val, str):
                 raise TargetError(f"{source}: {key} must be a path string or false")
             kw[key] = val or None
+    if "interactive_client" in table:
+        kw["interactive_client"] = tuple(shlex.split(_expect(table, "interactive_client", str, source)))
     for key in ("python_probe", "allow_remote"):
         if key in table:
             kw[key] = _expect(table, key, bool, source)

@@ -139,3 +139,13 @@ def test_target_from_cmd_splits_like_a_shell():
     assert t.argv == ("python", "-m", "my server", "--port", "{port}")
     with pytest.raises(TargetError, match="cannot split"):
         target_from_cmd("python 'oops")
+
+
+def test_server_flags_follow_limit_changes_on_the_reference_server():
+    """with_server_flags rewrites the reference server's own flags along with the limits."""
+    t = reference_target(["no_keepalive"]).with_server_flags(heartbeat_interval_s=1, hard_limit_s=2)
+    assert t.argv[t.argv.index("--heartbeat-interval") + 1] == "1"
+    assert t.argv[t.argv.index("--hard-limit") + 1] == "2"
+    assert t.limits.heartbeat_interval_s == 1 and t.faults == ("no_keepalive",)
+    foreign = target_from_cmd("srv --port {port}").with_server_flags(heartbeat_interval_s=1)
+    assert foreign.argv == ("srv", "--port", "{port}") and foreign.limits.heartbeat_interval_s == 1

@@ -1,0 +1,181 @@
+"""Multi-step actions that scenarios share: open streams, watch a drain, sample resources.
+
+These hold the socket and process work so that scenario modules read as steps
+and assertions. Every wait is bounded and event-driven (a frame, a status, a
+reaped pid), never a sleep used as synchronisation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from .timing import scaled
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .scenario import Context
+    from .supervisor import Supervisor
+
+__all__ = [
+    "DrainWatch",
+    "open_streams",
+    "resource_snapshot",
+    "settle_stats",
+    "stats_sample",
+    "wait_stats",
+    "try_connect",
+    "wait_first_chunk",
+]
+
+LONG = {"chunks": 100000, "chunk_delay_ms": 10}
+
+
+async def wait_first_chunk(client: Client, request_id: str, timeout: float) -> bool:
+    """True once the request's first chunk (or its final frame) has arrived."""
+    frame = await client.wait_frame(
+        lambda f: f.request_id == request_id and f.kind in ("chunk", "final", "error"), timeout
+    )
+    return frame is not None
+
+
+async def open_streams(
+    ctx: Context, sup: Supervisor, n: int, *, options: dict[str, Any] | None = None, prefix: str = "s"
+) -> list[tuple[Client, str]]:
+    """n clients, each with one long request streaming (first chunk seen)."""
+    opts = dict(LONG if options is None else options)
+    clients = await ctx.clients(sup, n, prefix=prefix)
+    rids = await asyncio.gather(*(c.request("tell me a long story", **opts) for c in clients))
+    await asyncio.gather(*(wait_first_chunk(c, r, scaled(5)) for c, r in zip(clients, rids)))
+    return list(zip(clients, rids))
+
+
+async def try_connect(ctx: Context, url: str, timeout: float) -> bool:
+    """True when a new WebSocket session could be opened (and closes it again)."""
+    c = await ctx.client(url, connect=False, name=ctx.name("probe"))
+    try:
+        await asyncio.wait_for(c.connect(timeout=timeout), timeout + 0.5)
+    except Exception:
+        return False
+    with contextlib.suppress(Exception):
+        await c.close()
+    return True
+
+
+@dataclass
+class DrainWatch:
+    """Watches /health and new connections from the moment a shutdown signal is sent."""
+
+    health: list[int | None] = field(default_factory=list)
+    connect_refused: list[bool] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self, ctx: Context, sup: Supervisor, *, probe_connect: bool = True) -> None:
+        self._task = asyncio.ensure_future(self._run(ctx, sup, probe_connect))
+
+    async def _run(self, ctx: Context, sup: Supervisor, probe_connect: bool) -> None:
+        path = ctx.target.health_path
+        timeout = aiohttp.ClientTimeout(total=scaled(0.5))
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while sup.is_running():
+                if path:
+                    try:
+                        async with http.get(sup.http_base + path) as resp:
+                            self.health.append(resp.status)
+                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                        self.health.append(None)
+                if probe_connect and sup.is_running() and len(self.connect_refused) < 3:
+                    ok = await try_connect(ctx, sup.ws_url, scaled(0.5))
+                    if sup.is_running():  # an attempt that raced the exit proves nothing
+                        self.connect_refused.append(not ok)
+                # A watcher that polls: each round trip paces the next; bounded by the process's life.
+                await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+async def stats_sample(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
+    """One /stats sample, or the injected probe's view when the target has no /stats."""
+    from .probes import PythonProbe, StatsProbe, probe_address_from_env
+
+    if ctx.target.stats_path:
+        probe = StatsProbe(sup.http_base, ctx.target.stats_path, history=ctx.history)
+        try:
+            s = await probe.sample()
+        finally:
+            await probe.close()
+        if s.ok:
+            return s.data
+    if ctx.target.python_probe:
+        addr = probe_address_from_env(sup.env)
+        if addr:
+            s = await PythonProbe(addr, history=ctx.history).sample()
+            if s.ok:
+                return {"tasks": s.data.get("task_count"), "threads": s.data.get("thread_count")}
+    return None
+
+
+async def wait_stats(
+    ctx: Context, sup: Supervisor, predicate: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any] | None:
+    """Poll /stats until the predicate holds or the bound passes; the last sample either way."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    while True:
+        last = await stats_sample(ctx, sup)
+        if last is not None and predicate(last):
+            return last
+        if time.monotonic() >= deadline:
+            return last
+        await asyncio.sleep(0.05)  # polling interval of a bounded wait on a condition
+
+
+async def settle_stats(
+    ctx: Context, sup: Supervisor, keys: tuple[str, ...], timeout: float
+) -> dict[str, Any] | None:
+    """Poll /stats until every key is 0 or the bound passes; the last sample either way."""
+    return await wait_stats(ctx, sup, lambda s: all(s.get(k) == 0 for k in keys), timeout)
+
+
+def resource_snapshot(sup: Supervisor) -> dict[str, Any] | None:
+    """psutil view of the target: rss, fds, threads, sockets by state."""
+    from .probes import ProcessProbe
+
+    s = ProcessProbe(sup.pid).sample()
+    return s.data if s.ok else None
+
+
+async def send_expect_error(client: Client, raw: str | bytes, timeout: float) -> Any:
+    """Send one raw frame; the ERROR frame that answers it, or None within the bound."""
+    sent = time.monotonic_ns()
+    await client.send_raw(raw)
+    return await client.wait_frame(lambda f: f.kind == "error" and f.t_ns >= sent, timeout)
+
+
+async def heartbeat_ok(client: Client, timeout: float) -> bool:
+    """True when the session still answers a HEARTBEAT within the bound."""
+    try:
+        await asyncio.wait_for(client.heartbeat(timeout=timeout), timeout + 0.5)
+    except Exception:
+        return False
+    return True
+
+
+async def count_errors_after_heartbeat(client: Client, timeout: float) -> int:
+    """ERROR frames received so far, counted once a HEARTBEAT sent now is answered.
+
+    The server answers a session's frames in order, so when the ACK is in every
+    ERROR for an earlier frame is in too.
+    """
+    await heartbeat_ok(client, timeout)
+    return sum(1 for f in client.frames if f.kind == "error")

@@ -1,0 +1,129 @@
+"""Churn: open and close sessions hundreds of times, every way a connection ends.
+
+The story: replies slowed down after a page was opened and closed many times,
+because subscriptions and connections piled up, disconnect handling did not
+await cancelled tasks, and per-client tables were never emptied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from typing import Any
+
+from harness import checkers
+from harness.actions import resource_snapshot, settle_stats, stats_sample
+from harness.scenario import Context, scenario
+from harness.timing import scaled
+
+MODES = ("clean", "mid_stream", "reset", "vanish", "reconnect")
+COUNTERS = ("connections", "sessions", "active_requests", "subscriptions", "per_session_state")
+
+
+async def _cycle(ctx: Context, sup: Any, i: int, mode: str) -> float | None:
+    """One session's life; returns the reply latency in ms for clean cycles."""
+    c = await ctx.client(sup, name=f"k{i}")
+    await c.subscribe(f"churn-{i % 7}")
+    if mode == "clean":
+        rid = await c.request("short", chunks=3, chunk_delay_ms=1)
+        reply = await c.reply(rid, scaled(5))
+        await c.close()
+        return reply.total_ms
+    rid = await c.request("long", chunks=1000, chunk_delay_ms=5)
+    await c.wait_frame(lambda f: f.request_id == rid and f.kind == "chunk", scaled(5))
+    if mode == "mid_stream":
+        await c.close()
+    elif mode == "reset":
+        await c.abort()
+    elif mode == "vanish":
+        await c.vanish()
+    elif mode == "reconnect":
+        # The same user opens a new page while the old connection is still up.
+        again = await ctx.client(sup, name=f"k{i}r")
+        await again.subscribe(f"churn-{i % 7}")
+        await c.close()
+        await again.close()
+    return None
+
+
+@scenario(
+    "churn.cycles",
+    cases={"mixed": {"cycles": 300, "parallel": 10}},
+    profiles={"release": {"cycles": 3000, "parallel": 20}},
+    timeout_s=90,
+)
+async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
+    """1. Sample the idle target: /stats (or the injected probe), fds, sockets, RSS.
+    2. Run N cycles of connect, subscribe, request, then leave: clean close, close
+    mid-stream, TCP reset mid-stream, vanish without a close frame, or reconnect while
+    the old connection is open (seeded mix), a few at a time.
+    3. Let it settle; sample again; publish once to live subscribers.
+    4. Result: counters back to 0, tasks and threads back to their baseline, fds and
+    CLOSE_WAIT back, RSS growth per 1000 cycles bounded, exactly-once delivery, and
+    no latency drift between the first and last tenth of cycles."""
+    ctx.require("stats")
+    sup = await ctx.start_target()
+    # Warm the server up (imports, caches) before the baseline is taken.
+    warm = await ctx.client(sup, name="warm")
+    await warm.reply(await warm.request("warm", chunks=2, chunk_delay_ms=1), scaled(5))
+    await warm.close()
+    await settle_stats(ctx, sup, COUNTERS, scaled(3))
+    base = await stats_sample(ctx, sup)
+    base_res = resource_snapshot(sup)
+
+    modes = [ctx.rng.choice(MODES) for _ in range(cycles)]
+    latencies: list[tuple[int, float]] = []
+    rss: list[tuple[int, float]] = []
+    sem = asyncio.Semaphore(parallel)
+
+    async def one(i: int) -> None:
+        async with sem:
+            ms = await _cycle(ctx, sup, i, modes[i])
+            if ms is not None:
+                latencies.append((i, ms))
+
+    step = max(1, cycles // 20)
+    for start in range(0, cycles, step):
+        await asyncio.gather(*(one(i) for i in range(start, min(cycles, start + step))))
+        snap = resource_snapshot(sup)
+        if snap is not None:
+            rss.append((start + step, snap["rss"]))
+    settle_s = max(3.0, ctx.limits.heartbeat_interval_s * 2 + 1) if "vanish" in modes else 3.0
+    after = await settle_stats(ctx, sup, COUNTERS, scaled(settle_s))
+    after_res = resource_snapshot(sup)
+
+    ctx.check(checkers.counters_zero(after, keys=COUNTERS))
+    for key, allowed in (("tasks", 2), ("threads", 1)):
+        ctx.check(checkers.back_to_baseline(
+            key, base.get(key) if base else None, after.get(key) if after else None, allowed, cycles=cycles))
+    ctx.check(checkers.back_to_baseline(
+        "fds", base_res.get("num_fds") if base_res else None, after_res.get("num_fds") if after_res else None,
+        4, cycles=cycles))
+    ctx.check(checkers.back_to_baseline(
+        "CLOSE_WAIT sockets", 0, (after_res or {}).get("tcp", {}).get("CLOSE_WAIT") if after_res else None,
+        0, cycles=cycles))
+    ctx.add_series("rss_bytes", rss)
+    ctx.check(checkers.growth_per_1000("rss", rss, bound_per_1000=48 * 2**20))
+
+    ordered = [ms for _, ms in sorted(latencies)]
+    ctx.add_series("reply_ms", sorted(latencies))
+    if len(ordered) >= 20:
+        tenth = max(1, len(ordered) // 10)
+        ctx.figure("latency_first_tenth_ms", statistics.median(ordered[:tenth]))
+        ctx.figure("latency_last_tenth_ms", statistics.median(ordered[-tenth:]))
+    ctx.check(checkers.latency_drift(ordered, ratio=1.5))
+
+    # Exactly-once delivery to the live subscribers, and to no one else.
+    subs = await ctx.clients(sup, 3, prefix="sub")
+    others = await ctx.clients(sup, 2, prefix="other")
+    await asyncio.gather(*(s.subscribe("after-churn") for s in subs))
+    await subs[0].subscribe("after-churn")  # idempotent: a second SUBSCRIBE must not double delivery
+    await others[0].publish("after-churn", {"n": 1})
+    # The publisher's own heartbeat ACK comes after the server has fanned the event out.
+    await others[0].heartbeat()
+    await asyncio.gather(*(s.wait_frame(lambda f: f.kind == "event", scaled(2)) for s in subs))
+    await asyncio.gather(*(c.heartbeat() for c in subs + others))
+    ctx.check(checkers.exactly_once(ctx.history, "after-churn", [s.name for s in subs], [o.name for o in others]))
+    ctx.figure("cycles", cycles)
+    if base and after:
+        ctx.figure("tasks_delta", (after.get("tasks") or 0) - (base.get("tasks") or 0))

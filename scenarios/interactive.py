@@ -1,0 +1,69 @@
+"""Interactive clients: quitting and Ctrl+C end the program at once and leave the terminal usable.
+
+The story: a CLI client hung on "quit", and Ctrl+C printed KeyboardInterrupt
+and froze the terminal, because its event-loop thread and its read/write tasks
+were never closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from harness import checkers
+from harness.scenario import Context, NotApplicable, scenario
+from harness.timing import scaled
+
+CASES = {
+    "quit-0": {"how": "quit", "key": "0", "streaming": False},
+    "quit-q": {"how": "quit", "key": "q", "streaming": False},
+    "ctrl_c-idle": {"how": "ctrl_c", "key": "", "streaming": False},
+    "ctrl_c-streaming": {"how": "ctrl_c", "key": "", "streaming": True},
+}
+
+
+@scenario("interactive.exit", cases=CASES, requires={"pty"}, timeout_s=30)
+async def exit_(ctx: Context, how: str, key: str, streaming: bool) -> None:
+    """1. Start the target and the interactive client on a real pty; wait until it is connected.
+    2. Optionally start a streamed reply (menu 1) and wait for its first output.
+    3. Quit through the menu (0 or q), or press Ctrl+C.
+    4. Result: the client exits within 1 s with an allowed code, prints no traceback, and
+    leaves the terminal with echo and line editing on. A client that hangs is reported
+    with its thread stacks."""
+    from harness.terminal import InteractiveSession
+
+    if not ctx.target.interactive_client:
+        raise NotApplicable("the target names no interactive_client command")
+    sup = await ctx.start_target()
+    argv = [a.replace("{url}", sup.ws_url) for a in ctx.target.interactive_client]
+    session = InteractiveSession(argv, log_dir=ctx.run_dir, name="client")
+    ctx.on_cleanup(_closer(session))
+    await asyncio.to_thread(session.start, timeout=scaled(10))
+    await asyncio.to_thread(session.expect, r"CONNECTED", scaled(10))
+    await asyncio.to_thread(session.expect, r"> ", scaled(5))
+    if streaming:
+        await asyncio.to_thread(session.sendline, "1")
+        await asyncio.to_thread(session.expect, r"\S", scaled(5))
+    if how == "quit":
+        await asyncio.to_thread(session.sendline, key)
+        allowed: tuple[int, ...] = (0,)
+    else:
+        await asyncio.to_thread(session.ctrl_c)
+        allowed = (0, 130)
+    bound_s = scaled(ctx.limits.client_exit_s)
+    result = await asyncio.to_thread(session.wait_exit, bound_s)
+    stacks: list[str] = []
+    if result.hung:
+        stacks = await asyncio.to_thread(session.forensics)
+    ctx.figure("client_exit_ms", result.exit_ms)
+    ctx.check(checkers.within_bound(None if result.hung else result.exit_ms, bound_s * 1000,
+                                    what=f"client exit after {how} {key}".strip(), stacks=stacks))
+    ctx.check(checkers.exit_code(result.exitstatus, allowed, signal_killed=result.signalstatus))
+    ctx.check(checkers.output_noise(result.output, "", ctx.target.noise_patterns))
+    ctx.check(checkers.terminal_usable(session.terminal_state()))
+
+
+def _closer(session):  # type: ignore[no-untyped-def]
+    async def close() -> None:
+        await asyncio.to_thread(session.close)
+
+    return close

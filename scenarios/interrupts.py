@@ -1,0 +1,185 @@
+"""Interrupts: prompt ACKs, nothing after the ACK, and cancellation that reaches the agent.
+
+The stories: interrupts timed out because the server handled INTERRUPT inline
+behind the stream it was meant to stop; and interrupts "succeeded" while
+chunks kept flowing because the agent loop checked its cancel flag too rarely
+and never closed the upstream HTTP stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from harness import checkers
+from harness.actions import open_streams, settle_stats, wait_stats
+from harness.scenario import Context, scenario
+from harness.timing import scaled
+
+#: Streams that run long enough to be interrupted, fast enough to be "full speed".
+FAST = {"chunks": 100000, "chunk_delay_ms": 5}
+#: Short replies that end by themselves, used as the observation window after an ACK.
+SHORT = {"chunks": 40, "chunk_delay_ms": 10}
+
+
+def _ack_checks(ctx: Context) -> None:
+    """The checks every interrupt case makes on its history."""
+    bound_ms = scaled(ctx.limits.ack_bound_s) * 1000
+    ctx.check(checkers.ack_latency(ctx.history, bound_ms=bound_ms))
+    ctx.check(checkers.final_before_ack(ctx.history))
+    ctx.check(checkers.no_frames_after_ack(ctx.history))
+    ctx.check(checkers.one_terminal_per_request(ctx.history))
+    ctx.check(checkers.no_double_claim(ctx.history))
+    lat = sorted(op.data.get("latency_ms") for op in ctx.history.operations("interrupt") if op.data.get("latency_ms") is not None)
+    if lat:
+        ctx.figure("ack_p99_ms", checkers.percentile(lat, 99))
+        ctx.figure("ack_p50_ms", checkers.percentile(lat, 50))
+        ctx.figure("ack_latencies_ms", [round(x, 3) for x in lat])
+
+
+async def _quiesced(ctx: Context, sup: Any) -> None:
+    """active_requests back to 0 once everything is interrupted or done."""
+    sample = await settle_stats(ctx, sup, ("active_requests",), scaled(3))
+    if ctx.target.stats_path:
+        ctx.check(checkers.counters_zero(sample, keys=("active_requests",)))
+
+
+async def _observe_window(client: Any, ms: int = 400) -> None:
+    """An observation window after an ACK, bounded by a short reply on the same session.
+
+    Waiting for this reply's final frame is the event; its length sets how long
+    stray frames of the interrupted request would have had to show up.
+    """
+    rid = await client.request("window", chunks=max(1, ms // 10), chunk_delay_ms=10)
+    await client.reply(rid, scaled(5))
+
+
+@scenario("interrupts.basic", cases={
+    "one": {"mode": "one"},
+    "all": {"mode": "all"},
+    "not_found": {"mode": "not_found"},
+    "then_request": {"mode": "then_request"},
+}, timeout_s=30)
+async def basic(ctx: Context, mode: str) -> None:
+    """1. Open a session streaming three long replies at full speed (plus a second session).
+    2. one: interrupt one request; all: interrupt with target null; not_found: interrupt an
+    unknown id, a finished id and the other session's id; then_request: interrupt, then at
+    once send a new request.
+    3. Result: one prompt ACK per INTERRUPT with the right status and ids, the interrupted
+    final frame before it, no frame after it, untouched requests untouched."""
+    sup = await ctx.start_target()
+    a, b = await ctx.clients(sup, 2)
+    rids = [await a.request("stream", **FAST) for _ in range(3)]
+    foreign = await b.request("foreign", **SHORT)
+    for r in rids:
+        await a.wait_frame(lambda f, r=r: f.request_id == r and f.kind == "chunk", scaled(5))
+    if mode == "one":
+        res = await a.interrupt(rids[0], timeout=scaled(2))
+        ctx.check(checkers.ack_status(res.ack, "SUCCESS", [rids[0]]))
+        await _observe_window(a)
+        await a.interrupt(None, timeout=scaled(2))
+    elif mode == "all":
+        res = await a.interrupt(None, timeout=scaled(2))
+        ctx.check(checkers.ack_status(res.ack, "SUCCESS", rids))
+        await _observe_window(a)
+    elif mode == "not_found":
+        done = await a.request("short", chunks=2, chunk_delay_ms=1)
+        await a.reply(done, scaled(5))
+        ids = []
+        for target in ("no-such-request", done, foreign):
+            res = await a.interrupt(target, timeout=scaled(2))
+            ids.append(res.interrupt_id)
+        ctx.check(checkers.not_found(ctx.history, ids))
+        await b.reply(foreign, scaled(5))
+        ctx.check(checkers.untouched(ctx.history, [foreign]))
+        await a.interrupt(None, timeout=scaled(2))
+    elif mode == "then_request":
+        await a.interrupt(rids[0], timeout=scaled(2))
+        nxt = await a.request("next", **SHORT)
+        reply = await a.reply(nxt, scaled(5))
+        ctx.figure("next_first_chunk_ms", reply.first_chunk_ms)
+        ctx.check(checkers.request_completes(ctx.history, nxt, client=a.name))
+        ctx.check(checkers.not_delayed(reply.first_chunk_ms, scaled(ctx.limits.ack_bound_s) * 1000 * 2,
+                                       what="first chunk of the request sent after an INTERRUPT"))
+        await a.interrupt(None, timeout=scaled(2))
+    await b.reply(foreign, scaled(5))
+    _ack_checks(ctx)
+    ctx.check(checkers.seq_gap_free(ctx.history))
+    await _quiesced(ctx, sup)
+
+
+@scenario("interrupts.storm", cases={"10x10": {"sessions": 10, "per_session": 10}}, timeout_s=40)
+async def storm(ctx: Context, sessions: int, per_session: int) -> None:
+    """1. Open 10 sessions, each streaming three replies at full speed.
+    2. Fire 100 INTERRUPTs at once: per session, several at the same request, some at
+    null, some at unknown ids (seeded choice).
+    3. Result: exactly one ACK each, p99 latency within the bound, no request claimed by
+    two ACKs, finals before ACKs, nothing after them, active_requests back to 0."""
+    sup = await ctx.start_target()
+    clients = await ctx.clients(sup, sessions)
+    streams: dict[str, list[str]] = {}
+    for c in clients:
+        streams[c.name] = [await c.request("stream", **FAST) for _ in range(3)]
+    for c in clients:
+        last = streams[c.name][-1]
+        await c.wait_frame(lambda f, r=last: f.request_id == r and f.kind == "chunk", scaled(5))
+
+    async def fire(c: Any) -> None:
+        targets: list[str | None] = []
+        for _ in range(per_session):
+            roll = ctx.rng.random()
+            targets.append(None if roll < 0.1 else f"unknown-{ctx.rng.randrange(1000)}" if roll < 0.2
+                           else ctx.rng.choice(streams[c.name]))
+        await asyncio.gather(*(c.interrupt(t, timeout=scaled(3)) for t in targets))
+
+    await asyncio.gather(*(fire(c) for c in clients))
+    await asyncio.gather(*(_observe_window(c, 200) for c in clients))
+    ctx.figure("interrupts", len(ctx.history.operations("interrupt")))
+    ctx.check(checkers.one_ack_each(ctx.history))
+    _ack_checks(ctx)
+    await _quiesced(ctx, sup)
+
+
+@scenario("interrupts.upstream", timeout_s=30)
+async def upstream(ctx: Context) -> None:
+    """1. Start a fake OpenAI-compatible upstream and the target pointed at it.
+    2. Stream a reply through the "upstream" agent; interrupt it after the first chunk.
+    3. Result: the ACK is prompt, and the upstream saw its HTTP stream closed within
+    200 ms of the INTERRUPT (the fake upstream's record is the evidence)."""
+    up = await ctx.fake_upstream(tokens=100000, token_delay_ms=5)
+    sup = await ctx.start_target(env={"OPENAI_BASE_URL": up.base_url})
+    ((c, rid),) = await open_streams(ctx, sup, 1, options={"agent": "upstream"})
+    res = await c.interrupt(rid, timeout=scaled(2))
+    record = await up.wait_stream_closed(0, scaled(2))
+    closed_ns = record.closed_ns if record is not None else None
+    ctx.check(checkers.upstream_closed_within(res.sent_ns, closed_ns, scaled(ctx.limits.upstream_close_s) * 1000))
+    if closed_ns is not None:
+        ctx.figure("upstream_close_ms", (closed_ns - res.sent_ns) / 1e6)
+    await _observe_window(c)
+    _ack_checks(ctx)
+    await _quiesced(ctx, sup)
+
+
+@scenario("interrupts.blocking", timeout_s=30)
+async def blocking(ctx: Context) -> None:
+    """1. Send a request to the "blocking" agent, which blocks its thread for 1.5 s
+    uninterruptibly, then interrupt it.
+    2. Send a normal request at once; wait until the blocked thread has finished.
+    3. Result: the ACK is prompt, the next request is not delayed by the stuck thread, and
+    the thread's late output never reaches the client."""
+    block_ms = 1500
+    sup = await ctx.start_target()
+    c = await ctx.client(sup)
+    rid = await c.request("block", agent="blocking", block_ms=block_ms)
+    await wait_stats(ctx, sup, lambda s: s.get("agent_threads", 0) >= 1, scaled(2))
+    await c.interrupt(rid, timeout=scaled(2))
+    nxt = await c.request("next", **SHORT)
+    reply = await c.reply(nxt, scaled(5))
+    ctx.figure("next_first_chunk_ms", reply.first_chunk_ms)
+    ctx.check(checkers.not_delayed(reply.first_chunk_ms, scaled(ctx.limits.ack_bound_s) * 1000 * 2,
+                                   what="first chunk of a request sent while a blocking agent is stuck"))
+    # The late output would come once the thread unblocks: wait for that event, then a window.
+    await wait_stats(ctx, sup, lambda s: s.get("agent_threads", 1) == 0, scaled(block_ms / 1000 + 3))
+    await _observe_window(c)
+    _ack_checks(ctx)
+    await _quiesced(ctx, sup)

@@ -1,0 +1,52 @@
+"""Keepalive: peers that stop answering pings are dropped and their sessions released."""
+
+from __future__ import annotations
+
+import sys
+
+from harness import checkers
+from harness.actions import settle_stats, wait_stats
+from harness.faults import frozen_process
+from harness.scenario import Context, scenario
+from harness.target import Readiness, Target
+from harness.timing import now_ns, scaled
+
+#: Short enough for the gate; the bound below scales with it.
+INTERVAL_S = 1.0
+RELEASED = ("connections", "sessions", "active_requests", "per_session_state")
+
+
+@scenario("keepalive.silent_peer",
+          cases={"stopped_reader": {"how": "stop_reading"}, "frozen_process": {"how": "sigstop"}},
+          timeout_s=30)
+async def silent_peer(ctx: Context, how: str) -> None:
+    """1. Start the target with a 1 s heartbeat interval (for the reference server).
+    2. Open a session that then goes silent: a client that stops reading (so never
+    answers pings), or a separate peer process frozen with SIGSTOP.
+    3. Result: the server drops it within two heartbeat intervals plus a margin, and its
+    session is released (connections and sessions back to 0)."""
+    ctx.require("stats")
+    target = ctx.target.with_server_flags(heartbeat_interval_s=INTERVAL_S)
+    sup = await ctx.start_target(target=target)
+    interval = target.limits.heartbeat_interval_s
+    bound_ms = scaled(2 * interval + ctx.limits.exit_margin_s) * 1000
+    if how == "stop_reading":
+        c = await ctx.client(sup)
+        c.stop_reading()
+    else:
+        peer = Target(
+            name="peer",
+            argv=(sys.executable, "-m", "harness.peer", "--url", sup.ws_url, "--mode", "idle"),
+            readiness=Readiness(kind="line", pattern=r"CONNECTED"),
+            stats_path=None,
+            health_path=None,
+        )
+        peer_sup = await ctx.start_target(target=peer, name="peer")
+        ctx.enter(frozen_process(peer_sup.pid))
+    since = now_ns()
+    dropped = await wait_stats(ctx, sup, lambda s: s.get("connections") == 0, scaled(bound_ms / 1000 + 2))
+    dropped_ms = (now_ns() - since) / 1e6 if dropped is not None and dropped.get("connections") == 0 else None
+    ctx.figure("dropped_after_ms", dropped_ms)
+    ctx.check(checkers.within_bound(dropped_ms, bound_ms, what=f"drop of a silent peer ({how})"))
+    after = await settle_stats(ctx, sup, RELEASED, scaled(2))
+    ctx.check(checkers.counters_zero(after, keys=RELEASED))

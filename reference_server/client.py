@@ -427,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.start()
         rc = _menu(client)
     except ConnectError as exc:
-        client.say(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         rc = EXIT_CONNECT_FAILED
     except ServerGone:
         rc = EXIT_SERVER_GONE
@@ -444,8 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "tty_not_restored" not in client.faults:
         terminal.restore()
     if not stopped:
-        client.say(f"error: the {LOOP_THREAD_NAME} thread did not stop within {JOIN_TIMEOUT_S:g} s")
-        sys.stdout.flush()
+        print(f"error: the {LOOP_THREAD_NAME} thread did not stop within {JOIN_TIMEOUT_S:g} s",
+              file=sys.stderr, flush=True)
         os._exit(rc or EXIT_CONNECT_FAILED)
     if rc == EXIT_OK:
         client.say("\nbye" if client.current else "bye")  # end a half-printed reply line first

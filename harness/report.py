@@ -94,14 +94,14 @@ def _header_facts(run: RunResult) -> str:
 # -- console -----------------------------------------------------------------------
 
 
-def make_console(file: IO[str] | None = None) -> Console:
+def make_console(file: IO[str] | None = None, *, width: int | None = None) -> Console:
     """A stderr console: colour only on a terminal and never under ``NO_COLOR``.
 
     Rich already reads ``NO_COLOR``; it is passed explicitly so a console made
     before the variable is set (tests, embedding) behaves the same.
     """
     stream = file if file is not None else sys.stderr
-    return Console(file=stream, no_color="NO_COLOR" in os.environ or None, highlight=False, soft_wrap=False)
+    return Console(file=stream, no_color="NO_COLOR" in os.environ or None, highlight=False, width=width)
 
 
 def render_console(run: RunResult, console: Console, *, problems_only: bool = False) -> None:

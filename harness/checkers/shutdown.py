@@ -97,12 +97,13 @@ def output_noise(stdout: str | None, stderr: str | None,
     name = "shutdown.output_noise"
     if stdout is None and stderr is None:
         return unknown(name, "no output captured (stdout and stderr both missing)")
-    pats = [p if isinstance(p, re.Pattern) else re.compile(re.escape(p)) for p in patterns]
+    # Plain strings match as substrings (what target files list); compiled patterns as regexes.
+    pats = [(p.pattern, p) if isinstance(p, re.Pattern) else (p, re.compile(re.escape(p))) for p in patterns]
     per_pattern: Counter[str] = Counter()
     offending: list[str] = []
     for stream, text in (("stdout", stdout or ""), ("stderr", stderr or "")):
         for ln in _lines(text):
-            hits = [p.pattern for p in pats if p.search(ln)]
+            hits = [label for label, rx in pats if rx.search(ln)]
             if hits:
                 per_pattern.update(hits)
                 offending.append(f"{stream}: {ln.strip()[:160]}")

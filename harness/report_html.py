@@ -141,16 +141,19 @@ def _exit_plot(run: RunResult, base: RunResult | None) -> str | None:
     with _rc():
         fig = _figure(7, 0.5 + 0.45 * len(cases) * (2 if bdata else 1))
         ax = fig.add_subplot()
-        labels, pos, groups, colours = [], [], [], []
-        y = 0
+        rows: list[tuple[str, list[float], str]] = []  # label, values, colour; baseline above its run
         for cid in cases:
             if cid in bdata:
-                groups.append(bdata[cid]); pos.append(y); labels.append(f"{cid} (baseline)"); colours.append(_BASE_C); y += 1
-            groups.append(data[cid]); pos.append(y); labels.append(cid); colours.append(_RUN_C); y += 1
+                rows.append((f"{cid} (baseline)", bdata[cid], _BASE_C))
+            rows.append((cid, data[cid], _RUN_C))
+        labels = [r[0] for r in rows]
+        groups = [r[1] for r in rows]
+        colours = [r[2] for r in rows]
+        pos = list(range(len(rows)))
         bp = ax.boxplot(groups, positions=pos, widths=0.6, showfliers=False, patch_artist=True, **_horizontal())
-        for patch, c in zip(bp["boxes"], colours):
+        for patch, c in zip(bp["boxes"], colours, strict=True):
             patch.set(facecolor=c, alpha=0.25, edgecolor=c)
-        for p, g, c in zip(pos, groups, colours):
+        for p, g, c in zip(pos, groups, colours, strict=True):
             jitter = [p + 0.18 * math.sin(i * 2.4) for i in range(len(g))]
             ax.scatter(g, jitter, s=10, color=c, zorder=3)
         ax.set_yticks(pos, labels)

@@ -1,0 +1,847 @@
+"""Run the target: start it in its own session, wait until ready, signal it,
+time its exit, stop its whole tree, and report.
+
+Design notes (why it is built this way):
+
+* **Exit timing.** A dedicated daemon thread forks the target and then blocks
+  in ``Popen.wait``; it stamps ``exited_ns`` the instant the kernel hands back
+  the status, so ``exit_ms`` does not depend on the event loop's latency. The
+  same thread forking the target matters for ``PR_SET_PDEATHSIG``: the kernel
+  fires it when the *thread* that forked exits, and this thread lives exactly
+  as long as the target.
+* **Own session.** ``setsid`` puts the target and everything it forks in one
+  session, which the tree helpers (:mod:`harness.proctree`) find even after a
+  helper is reparented; a marker variable in the environment finds helpers
+  that start a session of their own.
+* **A real Ctrl+C.** With ``pty=True`` the target's stdin and controlling
+  terminal is a pty; :meth:`Supervisor.ctrl_c` writes the terminal's VINTR
+  character to the master, and the line discipline signals the whole
+  foreground process group, as a person's Ctrl+C does. stdout and stderr stay
+  separate pipes so they can be judged separately.
+* **The harness may die.** Live supervisors are registered; ``atexit`` and a
+  SIGTERM/SIGHUP handler stop them all; each target also gets a guard process
+  (:mod:`harness._guard`) that kills its tree on EOF of a pipe from the
+  harness, so even SIGKILL of the harness leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import fcntl
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import psutil
+
+from . import proctree
+from .history import History
+from .target import Target, check_loopback
+from .timing import Deadline, now_ns, scaled
+
+if TYPE_CHECKING:  # forensics is imported only when a hang needs it
+    from .forensics import Forensics
+
+__all__ = [
+    "CleanupReport",
+    "ExitReport",
+    "OutputWaitError",
+    "Supervisor",
+    "SupervisorError",
+    "TargetStartError",
+    "stop_all",
+]
+
+TAIL_LINES = 40
+
+
+class TargetStartError(RuntimeError):
+    """The target died or never became ready; the message ends with its output tails."""
+
+
+class SupervisorError(RuntimeError):
+    """The supervisor was used out of order (signal before start, Ctrl+C without a pty...)."""
+
+
+class OutputWaitError(TimeoutError):
+    """An expected output line did not appear within the bound, or the stream ended first."""
+
+
+@dataclass
+class ExitReport:
+    """How the target ended. ``returncode`` follows subprocess: negative for a signal."""
+
+    signal: str | None  # the first signal sent ("SIGINT" for a Ctrl+C), None if none was sent
+    sent_ns: int | None
+    exited_ns: int
+    exit_ms: float | None  # exited_ns - sent_ns
+    returncode: int
+    signal_killed: int | None
+    classification: str  # clean, forced, watchdog, hung, crashed
+    noise: list[str]
+    stdout_tail: str
+    stderr_tail: str
+    pid: int = 0
+    #: Every signal sent, in order: (name, how: "pty" or "kill", monotonic ns).
+    signals: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+@dataclass
+class CleanupReport:
+    #: Processes of the tree still alive after the target itself exited (a finding).
+    survivors: list[dict[str, Any]]
+    #: Every process stop() signalled and saw go.
+    killed: list[dict[str, Any]]
+    #: Whether the port can be bound again; None when there was no port.
+    port_free: bool | None
+    #: The target itself was still running when stop() began (it is then "hung").
+    target_was_running: bool = False
+    #: Processes that even SIGKILL did not end.
+    unkillable: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- cross-thread signalling ---------------------------------------------------
+class _Flag:
+    """Set once from any thread; awaited from any event loop, or waited on synchronously."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._futs: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            futs, self._futs = self._futs, []
+        for loop, fut in futs:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_resolve, fut, None)
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait_sync(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+    async def wait(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._event.is_set():
+                return True
+            self._futs.append((loop, fut))
+        try:
+            await asyncio.wait_for(fut, max(0.0, timeout))
+            return True
+        except asyncio.TimeoutError:
+            return self._event.is_set()
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._futs.remove((loop, fut))
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+@dataclass
+class _LineWaiter:
+    regex: re.Pattern[str]
+    streams: frozenset[str]
+    loop: asyncio.AbstractEventLoop
+    fut: asyncio.Future[re.Match[str] | None]
+
+
+# -- the registry of live targets ----------------------------------------------
+_LIVE: dict[int, Supervisor] = {}
+_LIVE_LOCK = threading.RLock()
+_PREV_HANDLERS: dict[int, Any] = {}
+
+
+def stop_all(term_timeout: float | None = None) -> list[CleanupReport]:
+    """Stop every target this process started and has not stopped; synchronous, bounded."""
+    with _LIVE_LOCK:
+        sups = list(_LIVE.values())
+    reports = []
+    for sup in sups:
+        with contextlib.suppress(Exception):  # one failure must not spare the others
+            reports.append(sup._stop_sync(term_timeout))
+    return reports
+
+
+def _on_fatal_signal(signum: int, frame: Any) -> None:
+    # SIGTERM/SIGHUP would end the harness without atexit: stop the targets
+    # first, then let the previous disposition act.
+    stop_all(term_timeout=scaled(0.5))
+    prev = _PREV_HANDLERS.get(signum, signal.SIG_DFL)
+    if callable(prev):
+        prev(signum, frame)
+        return
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_handlers() -> None:
+    """Once, from the main thread, only where nobody installed a handler already."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if sig in _PREV_HANDLERS:
+            continue
+        current = signal.getsignal(sig)
+        if current in (signal.SIG_DFL, None):
+            _PREV_HANDLERS[sig] = current
+            signal.signal(sig, _on_fatal_signal)
+
+
+atexit.register(stop_all)
+
+# -- the child side ------------------------------------------------------------
+try:
+    _LIBC: Any = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+except OSError:  # pragma: no cover
+    _LIBC = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup(with_pty: bool, parent_pid: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec, after setsid
+        if with_pty:
+            # stdin is the pty slave: make it the controlling terminal of the
+            # new session, so VINTR on the master signals the foreground group.
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent_pid:  # the harness died before prctl took effect
+                os._exit(137)
+
+    return setup
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host.strip("[]"), 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    """True when nothing listens on the port: a bind with SO_REUSEADDR succeeds (TIME_WAIT is fine)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+    return True
+
+
+def _compile_noise(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
+    out = []
+    for p in patterns:
+        try:
+            out.append(re.compile(p))
+        except re.error:  # a plain string that is not a valid regex: match it literally
+            out.append(re.compile(re.escape(p)))
+    return out
+
+
+# -- the supervisor ------------------------------------------------------------
+class Supervisor:
+    """One target process and its tree. See the module docstring for the design."""
+
+    def __init__(
+        self,
+        target: Target,
+        log_dir: Path,
+        *,
+        pty: bool = False,
+        history: History | None = None,
+        name: str = "target",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.target = target
+        self.log_dir = Path(log_dir)
+        self.use_pty = pty
+        self.history = history
+        self.name = name
+        self.extra_env = dict(extra_env or {})
+        self.pid = 0
+        self.host = target.host
+        self.port = target.port
+        self.env: dict[str, str] = {}
+        self.argv: list[str] = []
+        self.stdout_path = self.log_dir / f"{name}.stdout.log"
+        self.stderr_path = self.log_dir / f"{name}.stderr.log"
+        self.tty_path = self.log_dir / f"{name}.tty.log"
+        self.ready_ns: int | None = None
+        self.exited_ns: int | None = None
+        self.returncode: int | None = None
+        self._token = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._stop_lock = threading.Lock()
+        self._lines: dict[str, list[str]] = {"stdout": [], "stderr": [], "tty": []}
+        self._waiters: list[_LineWaiter] = []
+        self._eof: dict[str, _Flag] = {"stdout": _Flag(), "stderr": _Flag(), "tty": _Flag()}
+        self._exited = _Flag()
+        self._signals: list[tuple[str, str, int]] = []
+        self._killed_by_harness = False
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._proc: psutil.Process | None = None
+        self._master: int | None = None
+        self._guard: subprocess.Popen[bytes] | None = None
+        self._guard_pipe: int | None = None
+        self._cleanup: CleanupReport | None = None
+        self._started = False
+        self._noise = _compile_noise(target.noise_patterns)
+
+    # -- addresses -------------------------------------------------------------
+    @property
+    def ws_url(self) -> str:
+        return self.target.ws_url(self.port, self.host)
+
+    @property
+    def http_base(self) -> str:
+        return self.target.http_url(self.port, "", self.host)
+
+    # -- start -----------------------------------------------------------------
+    async def start(self) -> None:
+        """Launch the target and wait until it is ready; on failure stop its tree and raise."""
+        if self._started:
+            raise SupervisorError(f"{self.name}: start() called twice")
+        self._started = True
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        readiness = self.target.readiness
+        needs_port_arg = any("{port}" in a for a in self.target.argv)
+        if not self.port and needs_port_arg:
+            self.port = _free_port(self.host)
+        if not self.port and readiness.kind == "port":
+            raise TargetStartError(
+                f"{self.name}: readiness 'port' needs a port: give target.port or a {{port}} in argv"
+            )
+        self.argv = self.target.render_argv(self.port)
+        self.env = self._build_env()
+
+        loop = asyncio.get_running_loop()
+        spawned: Future[None] = Future()
+        threading.Thread(
+            target=self._run_child, args=(spawned,), name=f"wschaos-wait-{self.name}", daemon=True
+        ).start()
+        try:
+            await asyncio.wrap_future(spawned, loop=loop)
+        except OSError as exc:
+            raise TargetStartError(f"{self.name}: cannot start {self.argv!r}: {exc}") from exc
+        _install_handlers()
+        self._start_guard()
+        if self.history is not None:
+            self.history.observe("supervisor", "start", pid=self.pid, argv=self.argv, name=self.name)
+
+        bound = scaled(self.target.limits.ready_timeout_s)
+        try:
+            problem = await self._await_ready(bound)
+        except BaseException:
+            await self.stop()
+            raise
+        if problem is not None:
+            await self._flush_output(scaled(1.0))
+            await self.stop()
+            raise TargetStartError(f"{self.name} (pid {self.pid}): {problem}{self._tails_text()}")
+        self.ready_ns = now_ns()
+        if self.history is not None:
+            self.history.observe(
+                "supervisor", "ready", t_ns=self.ready_ns, pid=self.pid, port=self.port, host=self.host, name=self.name
+            )
+
+    def _build_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.target.env)
+        env.update(self.extra_env)
+        if self.target.python_probe and "WSCHAOS_PROBE_SOCKET" not in env:
+            try:
+                from .probes import python_probe_env
+            except ImportError as exc:
+                raise TargetStartError(f"{self.name}: python_probe requested but unavailable: {exc}") from exc
+            env.update(python_probe_env(self.log_dir, env))
+        env["PYTHONUNBUFFERED"] = "1"
+        env[proctree.MARKER_ENV] = self._token
+        return env
+
+    def _run_child(self, spawned: Future[None]) -> None:
+        """The dedicated thread: fork the target, pump nothing, wait for it, stamp its exit."""
+        slave: int | None = None
+        try:
+            if self.use_pty:
+                self._master, slave = os.openpty()
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdin=slave if slave is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self.target.cwd,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=_child_setup(self.use_pty, os.getpid()),
+            )
+        except BaseException as exc:
+            for fd in (slave, self._master):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._master = None
+            spawned.set_exception(exc)
+            return
+        if slave is not None:
+            os.close(slave)  # only the child holds the slave: EIO on the master at its exit
+        popen = self._popen
+        self.pid = popen.pid
+        with contextlib.suppress(psutil.Error):
+            self._proc = psutil.Process(self.pid)
+        assert popen.stdout is not None and popen.stderr is not None
+        self._start_reader("stdout", popen.stdout.fileno(), self.stdout_path)
+        self._start_reader("stderr", popen.stderr.fileno(), self.stderr_path)
+        if self._master is not None:
+            self._start_reader("tty", self._master, self.tty_path)
+        else:
+            self._eof["tty"].set()
+        with _LIVE_LOCK:
+            _LIVE[id(self)] = self
+        spawned.set_result(None)
+        rc = popen.wait()
+        self.exited_ns = now_ns()
+        self.returncode = rc
+        self._exited.set()
+        if self.history is not None:
+            self.history.observe(
+                "supervisor", "exit", t_ns=self.exited_ns, pid=self.pid, returncode=rc, name=self.name
+            )
+
+    # -- output ----------------------------------------------------------------
+    def _start_reader(self, stream: str, fd: int, path: Path) -> None:
+        log = open(path, "wb")  # noqa: SIM115 - closed by the reader thread at EOF
+        threading.Thread(
+            target=self._pump, args=(stream, fd, log), name=f"wschaos-{stream}-{self.name}", daemon=True
+        ).start()
+
+    def _pump(self, stream: str, fd: int, log: IO[bytes]) -> None:
+        buf = b""
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:  # EIO on a pty master once the slave side is gone
+                    chunk = b""
+                if not chunk:
+                    break
+                log.write(chunk)
+                log.flush()
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    self._on_line(stream, raw)
+            if buf:
+                self._on_line(stream, buf)
+        finally:
+            log.close()
+            self._eof[stream].set()
+            self._wake_waiters_at_eof()
+
+    def _on_line(self, stream: str, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        with self._lock:
+            self._lines[stream].append(line)
+            hits = [(w, m) for w in self._waiters if stream in w.streams and (m := w.regex.search(line))]
+            for w, _ in hits:
+                self._waiters.remove(w)
+        for w, m in hits:
+            with contextlib.suppress(RuntimeError):
+                w.loop.call_soon_threadsafe(_resolve, w.fut, m)
+
+    def _wake_waiters_at_eof(self) -> None:
+        with self._lock:
+            done = [w for w in self._waiters if all(self._eof[s].is_set() for s in w.streams)]
+            for w in done:
+                self._waiters.remove(w)
+        for w in done:
+            with contextlib.suppress(RuntimeError):
+                w.loop.call_soon_threadsafe(_resolve, w.fut, None)
+
+    def _streams(self, stream: str) -> frozenset[str]:
+        if stream == "any":
+            return frozenset({"stdout", "stderr"})
+        if stream not in self._lines:
+            raise ValueError(f"stream must be stdout, stderr, tty or any, not {stream!r}")
+        return frozenset({stream})
+
+    async def _wait_match(self, pattern: str, timeout: float, stream: str) -> re.Match[str] | None:
+        """The first line (already seen or to come) matching; None at EOF or the bound."""
+        regex = re.compile(pattern)
+        streams = self._streams(stream)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for s in ("stdout", "stderr", "tty"):
+                if s in streams:
+                    for line in self._lines[s]:
+                        m = regex.search(line)
+                        if m:
+                            return m
+            if all(self._eof[s].is_set() for s in streams):
+                return None
+            waiter = _LineWaiter(regex, streams, loop, loop.create_future())
+            self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(waiter.fut, max(0.0, timeout))
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+
+    async def wait_for_output(self, pattern: str, timeout: float, stream: str = "any") -> str:
+        """The first line matching ``pattern`` (a regex), seen already or within ``timeout``."""
+        m = await self._wait_match(pattern, timeout, stream)
+        if m is None:
+            why = "the stream ended" if all(self._eof[s].is_set() for s in self._streams(stream)) else (
+                f"{timeout:.1f}s passed"
+            )
+            raise OutputWaitError(
+                f"{self.name}: no {stream} line matched /{pattern}/ ({why}){self._tails_text()}"
+            )
+        return m.string
+
+    def output(self, stream: str = "stdout") -> str:
+        """Everything captured so far on ``stream`` (stdout, stderr, tty or any)."""
+        with self._lock:
+            if stream == "any":
+                return "\n".join(self._lines["stdout"] + self._lines["stderr"])
+            return "\n".join(self._lines[self._streams(stream).__iter__().__next__()])
+
+    def _tail(self, stream: str, n: int = TAIL_LINES) -> str:
+        with self._lock:
+            return "\n".join(self._lines[stream][-n:])
+
+    def _tails_text(self) -> str:
+        return (
+            f"\n--- {self.name} stdout tail ---\n{self._tail('stdout') or '(empty)'}"
+            f"\n--- {self.name} stderr tail ---\n{self._tail('stderr') or '(empty)'}"
+        )
+
+    async def _flush_output(self, timeout: float) -> None:
+        """Let the readers reach EOF; bounded, since an orphan may hold the pipes open."""
+        deadline = Deadline.after(timeout)
+        for s in ("stdout", "stderr"):
+            await self._eof[s].wait(deadline.remaining())
+
+    def noise(self) -> list[str]:
+        """Lines of stdout and stderr matching the target's noise patterns."""
+        with self._lock:
+            lines = self._lines["stdout"] + self._lines["stderr"]
+        return [ln for ln in lines if any(rx.search(ln) for rx in self._noise)]
+
+    # -- readiness -------------------------------------------------------------
+    async def _await_ready(self, bound: float) -> str | None:
+        """None when ready; otherwise what went wrong, for the error message."""
+        deadline = Deadline.after(bound)
+        r = self.target.readiness
+        if r.kind == "line":
+            what = f"a stdout line matching /{r.pattern}/"
+            match_task = asyncio.ensure_future(self._wait_match(r.pattern, bound, "stdout"))
+            exit_task = asyncio.ensure_future(self._exited.wait(bound))
+            try:
+                await asyncio.wait({match_task, exit_task}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (match_task, exit_task):
+                    t.cancel()
+            m = match_task.result() if match_task.done() and not match_task.cancelled() else None
+            if self._exited.is_set():
+                return f"exited with code {self.returncode} before it was ready (waiting for {what})"
+            if m is None:
+                return f"not ready within {bound:.1f}s: no {what}"
+            groups = m.groupdict()
+            if groups.get("port") and not self.target.port and not any("{port}" in a for a in self.target.argv):
+                self.port = int(groups["port"])
+            host = (groups.get("host") or "").strip("[]")
+            if host:
+                with contextlib.suppress(Exception):
+                    check_loopback(host)
+                    self.host = host
+            if not self.port:
+                return f"ready line {m.string!r} named no port and the target has none"
+            return None
+        url = (r.url or "").replace("{port}", str(self.port)).replace("{host}", self.host)
+        what = f"port {self.host}:{self.port} to accept" if r.kind == "port" else f"GET {url} to answer 2xx"
+        if r.kind == "http":
+            check_loopback(url, where=f"{self.name} readiness url", allow_remote=self.target.allow_remote)
+        while not deadline.expired():
+            if self._exited.is_set():
+                return f"exited with code {self.returncode} before it was ready (waiting for {what})"
+            attempt = min(scaled(1.0), deadline.remaining())
+            ok = await (self._probe_port(attempt) if r.kind == "port" else self._probe_http(url, attempt))
+            if ok:
+                return None
+            # A bounded poll of the condition; ends early if the process exits.
+            await self._exited.wait(min(0.05, deadline.remaining()))
+        return f"not ready within {bound:.1f}s: waited for {what}"
+
+    async def _probe_port(self, timeout: float) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def _probe_http(self, url: str, timeout: float) -> bool:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        host, port = parts.hostname or self.host, parts.port or 80
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+        async def get() -> bool:
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
+                await writer.drain()
+                status = await reader.readline()
+            finally:
+                writer.close()
+            fields = status.split()
+            return len(fields) >= 2 and fields[1][:1] == b"2"
+
+        try:
+            return await asyncio.wait_for(get(), timeout)
+        except (OSError, asyncio.TimeoutError, ValueError):
+            return False
+
+    # -- signals ---------------------------------------------------------------
+    def _record_signal(self, name: str, how: str, t_ns: int) -> None:
+        self._signals.append((name, how, t_ns))
+        if self.history is not None:
+            self.history.observe("supervisor", "signal", t_ns=t_ns, signal=name, via=how, pid=self.pid, name=self.name)
+
+    def _check_signalable(self) -> None:
+        if not self.pid:
+            raise SupervisorError(f"{self.name}: not started")
+        if self._exited.is_set():
+            # Reaped already: the pid may belong to another process by now.
+            raise SupervisorError(f"{self.name}: pid {self.pid} already exited ({self.returncode})")
+
+    def ctrl_c(self) -> int:
+        """Type the terminal's interrupt character; the kernel signals the foreground group."""
+        self._check_signalable()
+        if self._master is None:
+            raise SupervisorError(f"{self.name}: ctrl_c() needs Supervisor(..., pty=True)")
+        vintr = termios.tcgetattr(self._master)[6][termios.VINTR]
+        char = vintr if isinstance(vintr, bytes) else bytes([vintr])
+        t = now_ns()
+        os.write(self._master, char)
+        self._record_signal("SIGINT", "pty", t)
+        return t
+
+    def send_signal(self, sig: int) -> int:
+        """``kill(pid, sig)``: the target process only, not its group."""
+        self._check_signalable()
+        t = now_ns()
+        os.kill(self.pid, sig)
+        self._record_signal(signal.Signals(sig).name, "kill", t)
+        return t
+
+    def is_running(self) -> bool:
+        return bool(self.pid) and not self._exited.is_set()
+
+    # -- exit ------------------------------------------------------------------
+    async def wait_exit(self, timeout: float) -> ExitReport | None:
+        """The exit report, or None if the target still runs at the bound (it is not killed)."""
+        if not await self._exited.wait(timeout):
+            return None
+        await self._flush_output(scaled(0.5))
+        return self.exit_report
+
+    @property
+    def exit_report(self) -> ExitReport | None:
+        """The report once the target has exited, else None."""
+        if not self._exited.is_set() or self.returncode is None or self.exited_ns is None:
+            return None
+        rc = self.returncode
+        first = self._signals[0] if self._signals else None
+        return ExitReport(
+            signal=first[0] if first else None,
+            sent_ns=first[2] if first else None,
+            exited_ns=self.exited_ns,
+            exit_ms=(self.exited_ns - first[2]) / 1e6 if first else None,
+            returncode=rc,
+            signal_killed=-rc if rc < 0 else None,
+            classification=self._classify(rc),
+            noise=self.noise(),
+            stdout_tail=self._tail("stdout"),
+            stderr_tail=self._tail("stderr"),
+            pid=self.pid,
+            signals=list(self._signals),
+        )
+
+    def _classify(self, rc: int) -> str:
+        lim = self.target.limits
+        if self._killed_by_harness:
+            return "hung"
+        if rc < 0:
+            return "crashed"
+        if rc in lim.exit_codes:
+            return "clean"
+        if rc in lim.forced_exit_codes and len(self._signals) >= 2:
+            return "forced"
+        if rc in lim.watchdog_exit_codes and self._signals and self.exited_ns is not None:
+            # A watchdog fires at the hard limit; the same code any earlier is a plain failure.
+            after_s = (self.exited_ns - self._signals[0][2]) / 1e9
+            if after_s >= lim.hard_limit_s * 0.9:
+                return "watchdog"
+        return "crashed"
+
+    # -- forensics -------------------------------------------------------------
+    async def forensics(self, reason: str) -> Forensics:
+        """Stacks, tree, sockets and asyncio tasks of the tree, saved to ``<name>.forensics.txt``."""
+        from .forensics import collect_forensics
+
+        procs = proctree.collect_tree(self._root(), sid=self.pid or None, marker=self._token, exclude=self._guard_pids())
+        return await collect_forensics(
+            procs,
+            reason=reason,
+            path=self.log_dir / f"{self.name}.forensics.txt",
+            probe_address=self.env.get("WSCHAOS_PROBE_SOCKET"),
+            stderr_tail=self._tail("stderr", 20),
+            history=self.history,
+            name=self.name,
+        )
+
+    def _root(self) -> psutil.Process | int | None:
+        if not self.pid or self._exited.is_set():
+            return None
+        return self._proc or self.pid
+
+    def _guard_pids(self) -> set[int]:
+        return {self._guard.pid} if self._guard is not None else set()
+
+    # -- the guard -------------------------------------------------------------
+    def _start_guard(self) -> None:
+        """A watcher that kills the tree if this process dies without stopping it."""
+        r, w = os.pipe()  # non-inheritable: no other child keeps the harness end open
+        guard_log = open(self.log_dir / f"{self.name}.guard.log", "ab")  # noqa: SIM115
+        try:
+            self._guard = subprocess.Popen(
+                [
+                    sys.executable, "-I", str(Path(__file__).with_name("_guard.py")),
+                    "--pid", str(self.pid), "--sid", str(self.pid), "--marker", self._token,
+                ],
+                stdin=r,
+                stdout=subprocess.DEVNULL,
+                stderr=guard_log,
+                start_new_session=True,
+                close_fds=True,
+            )
+            self._guard_pipe = w
+        except OSError:
+            os.close(w)  # pdeathsig and atexit still cover the common cases
+        finally:
+            os.close(r)
+            guard_log.close()
+
+    def _release_guard(self, timeout: float) -> None:
+        from ._guard import DETACH
+
+        if self._guard_pipe is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._guard_pipe, DETACH)
+            with contextlib.suppress(OSError):
+                os.close(self._guard_pipe)
+            self._guard_pipe = None
+        if self._guard is not None:
+            try:
+                self._guard.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._guard.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._guard.wait(timeout)
+
+    # -- stop ------------------------------------------------------------------
+    async def stop(self, term_timeout: float | None = None) -> CleanupReport:
+        """Stop the whole tree leaves-first (idempotent, bounded) and report what was left."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._stop_sync, term_timeout)
+
+    def _stop_sync(self, term_timeout: float | None = None) -> CleanupReport:
+        term = scaled(1.0) if term_timeout is None else term_timeout
+        kill = scaled(2.0)
+        if not self._stop_lock.acquire(timeout=2 * (term + kill) + scaled(5)):
+            # Another stop is stuck beyond every bound: do not wait on it forever.
+            return CleanupReport(survivors=[], killed=[], port_free=None, unkillable=[])
+        try:
+            if self._cleanup is not None:
+                return self._cleanup
+            if not self.pid:
+                self._cleanup = CleanupReport(survivors=[], killed=[], port_free=None)
+                return self._cleanup
+            was_running = not self._exited.is_set()
+            if was_running:
+                self._killed_by_harness = True
+            procs = proctree.collect_tree(
+                self._root(), sid=self.pid, marker=self._token, exclude=self._guard_pids()
+            )
+            # Whatever of the tree is alive once the target has exited by itself outlived it.
+            survivors = [] if was_running else [proctree.describe(p) for p in procs]
+            stopped, unkillable = proctree.stop_procs(
+                procs, term_timeout=term, kill_timeout=kill, own_pid=self.pid, wait_own=self._exited.wait_sync
+            )
+            # A second sweep for anything forked while the first was being stopped.
+            late = proctree.collect_tree(None, sid=self.pid, marker=self._token, exclude=self._guard_pids())
+            if late:
+                s2, unkillable = proctree.stop_procs(late, term_timeout=scaled(0.2), kill_timeout=kill)
+                stopped += s2
+                if not was_running:
+                    survivors += [proctree.describe(p) for p in late]
+            self._exited.wait_sync(kill)
+            for s in ("stdout", "stderr", "tty"):
+                self._eof[s].wait_sync(scaled(0.5))
+            if self._master is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._master)
+            if self._popen is not None:
+                for f in (self._popen.stdout, self._popen.stderr):
+                    if f is not None and self._eof["stdout"].is_set() and self._eof["stderr"].is_set():
+                        with contextlib.suppress(OSError):
+                            f.close()
+            self._release_guard(scaled(2.0))
+            port_free = _port_free(self.host, self.port) if self.port else None
+            self._cleanup = CleanupReport(
+                survivors=[i.as_dict() for i in survivors],
+                killed=[i.as_dict() for i in stopped],
+                port_free=port_free,
+                target_was_running=was_running,
+                unkillable=[i.as_dict() for i in unkillable],
+            )
+            if self.history is not None:
+                self.history.observe(
+                    "supervisor", "stopped", name=self.name, pid=self.pid, hung=was_running,
+                    survivors=self._cleanup.survivors, port_free=port_free,
+                )
+            return self._cleanup
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.pop(id(self), None)
+            self._stop_lock.release()

@@ -1,0 +1,119 @@
+"""Per-connection outbound buffer: one writer task, bounded, ordered.
+
+Every frame a session sends goes through its :class:`Outbox`, so frames leave
+in exactly the order they were queued and never interleave. Queuing is
+synchronous (``put``): the interrupt path can mark a request dead and queue
+its final frame and the ACK without an await in between, which is what makes
+"no frame after the ACK" airtight.
+
+The bound: request streams wait in :meth:`wait_space` while more than
+``soft_limit`` bytes are queued (back-pressure reaches the agent); control
+frames and events are queued at once, but a peer that lets more than
+``hard_limit`` bytes pile up is a slow consumer and is dropped, so a client
+that never reads cannot grow the server's memory or stall a publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+from aiohttp import web
+
+__all__ = ["Outbox"]
+
+
+class _Close:
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+class Outbox:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        soft_limit: int,
+        hard_limit: int | None,
+        on_overflow: Callable[[], None],
+        on_frame_sent: Callable[[str], None] | None = None,
+    ) -> None:
+        self._ws = ws
+        self._queue: collections.deque[str | _Close] = collections.deque()
+        self._bytes = 0
+        self.soft_limit = soft_limit
+        self.hard_limit = hard_limit  # None: no bound (the unbounded_buffer fault)
+        self._on_overflow = on_overflow
+        self._on_frame_sent = on_frame_sent
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self.closed = False  # no more frames will be written
+        self._closing = False  # a close frame is queued
+        self.sending_close = False  # the writer is in the close handshake
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def has_space(self) -> bool:
+        return self.hard_limit is None or self._bytes < self.soft_limit
+
+    async def wait_space(self) -> None:
+        while not self.closed and not self.has_space():
+            self._space.clear()
+            await self._space.wait()
+
+    def put(self, text: str) -> bool:
+        """Queue one frame; False when the connection can take no more."""
+        if self.closed or self._closing:
+            return False
+        self._queue.append(text)
+        self._bytes += len(text)
+        self._wakeup.set()
+        if self.hard_limit is not None and self._bytes > self.hard_limit:
+            self._on_overflow()
+            return False
+        return True
+
+    def close(self, code: int) -> None:
+        """Queue a close frame after everything already queued."""
+        if self.closed or self._closing:
+            return
+        self._closing = True
+        self._queue.append(_Close(code))
+        self._wakeup.set()
+
+    def _mark_closed(self) -> None:
+        self.closed = True
+        self._queue.clear()
+        self._bytes = 0
+        self._space.set()
+
+    async def run(self) -> None:
+        """The writer task: send queued frames in order until closed."""
+        ws = self._ws
+        try:
+            while True:
+                while not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                item = self._queue.popleft()
+                if isinstance(item, _Close):
+                    self.sending_close = True
+                    self._mark_closed()
+                    await ws.close(code=item.code)
+                    return
+                self._bytes -= len(item)
+                if self.has_space():
+                    self._space.set()
+                if self._on_frame_sent is not None:
+                    self._on_frame_sent(item)
+                await ws.send_str(item)
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError):
+            # The peer is gone (reset, closed under us): nothing more can be
+            # written; the reader side sees the end and releases the session.
+            pass
+        finally:
+            self._mark_closed()

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from .adapters import Adapter, ReferenceAdapter
+from .faults import fin_close, pause_transport, resume_transport, rst_close
 from .history import History, Operation
 from .protocol import Frame, frame_record
 from .target import check_loopback
@@ -511,51 +510,26 @@ class Client:
     async def abort(self) -> None:
         """End the connection with a TCP RST (SO_LINGER on, 0 s): no close frame."""
         op = self.history.begin(self.name, "abort")
-        conn = self.connection
-        sock = conn.transport.get_extra_info("socket")
-        if sock is not None:
-            # The kernel sends RST instead of FIN when a socket with a zero
-            # linger time is closed.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.transport.abort()
+        rst_close(self.connection.transport)
         await self._reader_done(scaled(2))
         self.history.end(op, "ok", close_code=self._close_code())
 
     async def vanish(self) -> None:
         """End the connection with a FIN and no close frame, as a killed process would."""
         op = self.history.begin(self.name, "vanish")
-        transport = self.connection.transport
-        # shutdown(SHUT_WR) first: the FIN goes out even if unread bytes would
-        # turn a plain close() into an RST.
-        if transport.can_write_eof():
-            try:
-                transport.write_eof()
-            except (OSError, RuntimeError):
-                pass
-        transport.close()
+        fin_close(self.connection.transport)
         await self._reader_done(scaled(2))
         self.history.end(op, "ok", close_code=self._close_code())
 
     def stop_reading(self) -> None:
         """Stop reading the socket: no frames, no pongs; the server's send buffer fills."""
-        conn = self.connection
-        if self._paused_resume is not None:
-            return
-        # websockets' assembler resumes the transport when its queue drains;
-        # that must not undo a deliberate pause.
-        assembler = conn.recv_messages
-        self._paused_resume = assembler.resume
-        assembler.resume = _noop
-        conn.transport.pause_reading()
+        if self._paused_resume is None:
+            self._paused_resume = pause_transport(self.connection)
 
     def resume_reading(self) -> None:
-        if self._paused_resume is None:
-            return
-        conn = self.connection
-        conn.recv_messages.resume = self._paused_resume
-        self._paused_resume = None
-        if not conn.transport.is_closing() and not conn.recv_messages.paused:
-            conn.transport.resume_reading()
+        if self._paused_resume is not None:
+            resume_transport(self.connection, self._paused_resume)
+            self._paused_resume = None
 
     @property
     def reading(self) -> bool:
@@ -585,10 +559,6 @@ class Client:
     def _hard_close(self) -> None:
         if self._conn is not None:
             self._conn.transport.abort()
-
-
-def _noop() -> None:
-    return None
 
 
 def _reply(pend: _Pending) -> Reply:

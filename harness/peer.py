@@ -1,0 +1,72 @@
+"""A client in its own process: ``python -m harness.peer --url URL --mode idle|stream``.
+
+It connects, prints ``CONNECTED <session_id>`` and holds the connection, so a
+scenario can SIGSTOP it and give the server a *frozen peer*: a socket that is
+open, answers nothing (no pongs) and, in ``stream`` mode, has a reply flowing
+into a receive buffer nobody drains. It exits when its connection ends, on
+SIGTERM, or after ``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from .client import Client, ClientError
+from .timing import scaled
+
+__all__ = ["main", "run"]
+
+
+async def run(url: str, mode: str, *, allow_remote: bool = False, max_seconds: float = 600.0) -> int:
+    client = Client(url, name="peer", allow_remote=allow_remote, keep_frames=False)
+    try:
+        await client.connect()
+    except ClientError as exc:
+        print(f"FAILED {exc}", flush=True)
+        return 1
+    print(f"CONNECTED {client.session_id}", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    async def stream() -> None:
+        # Long, steady replies back to back: there is always data in flight.
+        while not client.closed:
+            try:
+                rid = await client.request("peer", chunks=100_000, chunk_delay_ms=5)
+            except ClientError:
+                return
+            await client.reply(rid, max_seconds)
+
+    tasks = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(client.wait_closed(max_seconds))]
+    if mode == "stream":
+        tasks.append(asyncio.ensure_future(stream()))
+    await asyncio.wait(tasks, timeout=max_seconds, return_when=asyncio.FIRST_COMPLETED)
+    for t in tasks:
+        t.cancel()
+    if not client.closed:
+        await client.close(timeout=scaled(2))
+    closed = await client.wait_closed(scaled(1))
+    print(f"CLOSED {closed[0] if closed else None}", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m harness.peer", description=__doc__.splitlines()[0])
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--mode", choices=("idle", "stream"), default="idle")
+    ap.add_argument("--allow-remote", action="store_true")
+    ap.add_argument("--max-seconds", type=float, default=600.0)
+    args = ap.parse_args(argv)
+    try:
+        return asyncio.run(run(args.url, args.mode, allow_remote=args.allow_remote, max_seconds=args.max_seconds))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

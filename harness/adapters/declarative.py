@@ -112,6 +112,18 @@ def _cond_ok(value: Any, cond: Any) -> bool:
     )
 
 
+def _flatten(when: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Unquoted dotted TOML keys arrive as nested tables: read them as paths."""
+    out: dict[str, Any] = {}
+    for key, cond in when.items():
+        path = prefix + key
+        if isinstance(cond, dict) and cond and "exists" not in cond:
+            out.update(_flatten(cond, path + "."))
+        else:
+            out[path] = cond
+    return out
+
+
 class _Matcher:
     __slots__ = ("conds", "deferred", "kind")
 
@@ -229,6 +241,7 @@ class DeclarativeAdapter(Adapter):
     def _matcher(self, kind: str, when: Any, where: str) -> _Matcher:
         if not isinstance(when, dict) or not when:
             self._fail(where, "must be a non-empty table of field path = expected value")
+        when = _flatten(when)
         for path, cond in when.items():
             if isinstance(cond, dict) and (set(cond) != {"exists"} or not isinstance(cond["exists"], bool)):
                 self._fail(f"{where}.{path}", "as a table must be {exists = true} or {exists = false}")

@@ -379,10 +379,11 @@ class InteractiveSession:
         return Forensics(pid=pid, reason=reason, stacks=stacks, stacks_error=error, tree=tree,
                          transcript_tail=self.tail())
 
-    def close(self) -> Cleanup:
+    def close(self, term_timeout: float | None = None, kill_timeout: float | None = None) -> Cleanup:
         """Stop the client's whole tree (SIGTERM leaves-first, wait, SIGKILL); idempotent.
 
-        The pty's final modes are captured first, for :meth:`terminal_state`.
+        Each wait defaults to ``scaled(2)``. The pty's final modes are captured
+        first, for :meth:`terminal_state`.
         """
         if self._cleanup is not None:
             return self._cleanup
@@ -396,7 +397,8 @@ class InteractiveSession:
         with contextlib.suppress(psutil.Error):
             root = psutil.Process(child.pid)
         procs = collect_tree(root if root is not None and not self._exited() else None, sid=child.pid)
-        stopped, survivors = stop_procs(procs, term_timeout=scaled(2), kill_timeout=scaled(2),
+        stopped, survivors = stop_procs(procs, term_timeout=scaled(2) if term_timeout is None else term_timeout,
+                                        kill_timeout=scaled(2) if kill_timeout is None else kill_timeout,
                                         own_pid=child.pid, wait_own=self._wait_own)
         if self._exited():
             with contextlib.suppress(pexpect.ExceptionPexpect):

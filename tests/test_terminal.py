@@ -1,0 +1,207 @@
+"""The pty harness itself, against tiny scripts whose behaviour is known exactly.
+
+Each script prints a line when it is ready, so the tests wait on output, never
+on sleeps; every wait is bounded through ``harness.timing.scaled``.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import psutil
+import pytest
+
+from harness.terminal import (
+    ClientGone,
+    ExpectTimeout,
+    InteractiveSession,
+    TerminalError,
+    drive_menu,
+    py_spy_path,
+)
+from harness.timing import scaled
+
+#: Generous bounds for a loaded 2-core machine: these are not what is tested.
+START = scaled(15)
+WAIT = scaled(5)
+
+
+def script(body: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(body)]
+
+
+@pytest.fixture
+def session():
+    s = InteractiveSession(name="script")
+    yield s
+    cleanup = s.close()
+    assert cleanup.survivors == [], f"unkillable: {cleanup.survivors}"
+
+
+def assert_gone(*pids: int) -> None:
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"still running: {alive}"
+
+
+def test_expect_and_transcript(session):
+    """What the client prints is matched by expect and kept in the transcript."""
+    session.start(script("""
+        print("READY menu", flush=True)
+        line = input("> ")
+        print("got", line, flush=True)
+    """), ready="READY", timeout=START)
+    drive_menu(session, "hello", timeout=WAIT)
+    assert session.expect(r"got (\w+)", WAIT).group(1) == "hello"
+    exit_ = session.wait_exit(WAIT)
+    assert not exit_.hung and exit_.exitstatus == 0
+    assert "READY menu" in session.transcript and "got hello" in session.transcript
+
+
+def test_expect_timeout_names_what_was_printed(session):
+    """A missing line fails with the output tail, not a bare timeout."""
+    session.start(script('print("READY only this", flush=True); input()'), ready="READY", timeout=START)
+    with pytest.raises(ExpectTimeout, match="only this"):
+        session.expect("never printed", scaled(0.3))
+
+
+def test_expect_after_exit_says_the_client_ended(session):
+    """Expecting from a client that already exited raises ClientGone."""
+    session.start(script('print("READY bye", flush=True)'), ready="READY", timeout=START)
+    with pytest.raises(ClientGone):
+        session.expect("anything else", WAIT)
+
+
+def test_wait_exit_times_from_the_keystroke(session):
+    """Exit time runs from the quit line to the process being gone; the status is kept."""
+    session.start(script("""
+        import sys
+        input("READY> ")
+        print("leaving", flush=True)
+        sys.exit(7)
+    """), ready="READY", timeout=START)
+    session.sendline("0")
+    exit_ = session.wait_exit(WAIT)
+    assert not exit_.hung
+    assert exit_.exitstatus == 7 and exit_.returncode == 7
+    assert 0 <= exit_.exit_ms < WAIT * 1000
+    assert "leaving" in exit_.output and "READY" not in exit_.output
+    assert exit_.noise() == []
+
+
+def test_ctrl_c_reaches_the_whole_foreground_group(session):
+    """The pty's interrupt character signals the client and the child it started, as a person's Ctrl+C does."""
+    session.start(script("""
+        import subprocess, sys
+        child = subprocess.Popen([sys.executable, "-c", "import time; print('CHILD', flush=True); time.sleep(60)"])
+        print("READY", child.pid, flush=True)
+        child.wait()
+    """), timeout=START)
+    child_pid = int(session.expect(r"READY (\d+)", START).group(1))
+    session.expect("CHILD", START)
+    session.ctrl_c()
+    exit_ = session.wait_exit(WAIT)
+    assert not exit_.hung
+    # Both got SIGINT: the child died of it, the parent got KeyboardInterrupt.
+    assert "KeyboardInterrupt" in exit_.output
+    assert_gone(child_pid)
+
+
+def test_hung_client_is_reported_with_forensics_then_killed(session):
+    """A client that ignores Ctrl+C is hung at the bound; forensics show its stacks and tree; close kills it."""
+    session.start(script("""
+        import signal, threading
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stuck = threading.Event()
+        def spin():
+            stuck.wait()
+        threading.Thread(target=spin, name="stuck-worker").start()
+        print("READY", flush=True)
+        stuck.wait()
+    """), ready="READY", timeout=START)
+    pid = session.pid
+    session.ctrl_c()
+    exit_ = session.wait_exit(scaled(0.5))
+    assert exit_.hung and exit_.exit_ms is None and exit_.returncode is None
+    forensics = session.forensics("ignored Ctrl+C")
+    assert [p["pid"] for p in forensics.tree] == [pid]
+    if py_spy_path() is not None:
+        assert forensics.stacks_error is None, forensics.stacks_error
+        assert "stuck-worker" in forensics.stacks and "MainThread" in forensics.stacks
+    assert "ignored Ctrl+C" in forensics.render()
+    cleanup = session.close()
+    assert [p.pid for p in cleanup.stopped] == [pid] and cleanup.survivors == []
+    assert_gone(pid)
+
+
+def test_close_kills_the_tree_leaves_first_even_through_sigterm(session):
+    """close() ends a client that ignores SIGTERM, and the grandchild it left behind."""
+    session.start(script("""
+        import signal, subprocess, sys
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        child = subprocess.Popen([sys.executable, "-c",
+            "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('CHILD', flush=True); time.sleep(60)"])
+        print("READY", child.pid, flush=True)
+        child.wait()
+    """), timeout=START)
+    child_pid = int(session.expect(r"READY (\d+)", START).group(1))
+    session.expect("CHILD", START)
+    pid = session.pid
+    cleanup = session.close(term_timeout=scaled(0.3), kill_timeout=scaled(1))
+    assert {p.pid for p in cleanup.stopped} == {pid, child_pid}
+    assert cleanup.survivors == []
+    assert_gone(pid, child_pid)
+    assert session.close() is cleanup  # idempotent
+
+
+def test_double_ctrl_c_times_from_the_first_press(session):
+    """After two presses the exit time still counts from the first one."""
+    session.start(script("""
+        import os, signal, sys
+        def first(*_):
+            print("FIRST", flush=True)
+            signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+        signal.signal(signal.SIGINT, first)
+        print("READY", flush=True)
+        while True:
+            signal.pause()
+    """), ready="READY", timeout=START)
+    session.double_ctrl_c(scaled(0.2))
+    exit_ = session.wait_exit(WAIT)
+    assert not exit_.hung and exit_.exitstatus == 130
+    assert "FIRST" in exit_.output
+    assert exit_.exit_ms >= scaled(0.2) * 1000 * 0.9
+
+
+@pytest.mark.parametrize(
+    ("body", "usable"),
+    [
+        ('print("READY", flush=True)', True),
+        ("""
+            import termios
+            attrs = termios.tcgetattr(0)
+            attrs[3] &= ~termios.ECHO
+            termios.tcsetattr(0, termios.TCSANOW, attrs)
+            print("READY", flush=True)
+        """, False),
+    ],
+    ids=["modes-kept", "echo-left-off"],
+)
+def test_terminal_state_after_exit(session, body, usable):
+    """The pty modes a client leaves behind are read after it exits, and after close."""
+    session.start(script(body), ready="READY", timeout=START)
+    assert not session.wait_exit(WAIT).hung
+    state = session.terminal_state()
+    assert state.error is None
+    assert state.usable is usable and state.echo is usable and state.icanon
+    session.close()
+    assert session.terminal_state() == state
+
+
+def test_start_failure_is_a_terminal_error():
+    """A command that cannot be started raises TerminalError naming it."""
+    s = InteractiveSession()
+    with pytest.raises(TerminalError, match="no-such-binary"):
+        s.start(["/nonexistent/no-such-binary"], timeout=START)
+    s.close()

@@ -294,10 +294,11 @@ def to_junit(run: RunResult) -> str:
             ET.SubElement(tc, "skipped", message=_x(case.skipped))
             counts["tests"] += 1
             counts["skipped"] += 1
-    for k, v in counts.items():
-        suite.set(k, str(v))
-    suite.set("time", f"{run.duration_s:.3f}")
-    root = ET.Element("testsuites", name="wschaos", time=f"{run.duration_s:.3f}", **{k: str(v) for k, v in counts.items()})
+    totals = {k: str(n) for k, n in counts.items()}
+    totals["time"] = f"{run.duration_s:.3f}"
+    for k, val in totals.items():
+        suite.set(k, val)
+    root = ET.Element("testsuites", {"name": "wschaos", **totals})
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -568,9 +568,16 @@ class Supervisor:
                 for t in (match_task, exit_task):
                     t.cancel()
             m = match_task.result() if match_task.done() and not match_task.cancelled() else None
+            stdout_closed = self._eof["stdout"].is_set()
+            if m is None and stdout_closed and not self._exited.is_set():
+                # stdout ended without the line: the process is most likely on its
+                # way out, and its exit code is the better explanation.
+                await self._exited.wait(deadline.remaining())
             if self._exited.is_set():
                 return f"exited with code {self.returncode} before it was ready (waiting for {what})"
             if m is None:
+                if stdout_closed:
+                    return f"closed its stdout without {what}"
                 return f"not ready within {bound:.1f}s: no {what}"
             groups = m.groupdict()
             if groups.get("port") and not self.target.port and not any("{port}" in a for a in self.target.argv):

@@ -181,8 +181,9 @@ class DeclarativeAdapter(Adapter):
             if "when" not in m:
                 self._fail(where + ".when", "is required (field path = expected value)")
             matchers.append(self._matcher(kind, m["when"], where + ".when"))
-        if not matchers:
-            self._fail("match", "is required: at least one [[match]] saying which frames are chunks and finals")
+        if not any(m.kind == "final" for m in matchers):
+            # Without it no reply ever ends: every request would time out.
+            self._fail("match", "needs a rule of kind 'final' (and usually 'chunk', 'ack', 'error')")
         if self.handshake_wait and not any(m.kind == "ready" for m in matchers):
             self._fail("handshake.ready", "is required (or a match with kind = 'ready', or handshake.wait = false)")
         self.matchers = matchers

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .compare import Comparison, compare
+from .compare import Comparison, aggregate, compare
 from .gate import decide, signoff
 from .report import format_figures, is_problem, replay_of
 from .results import RunResult, check_id
@@ -295,6 +295,18 @@ def _comparison_html(cmp: Comparison) -> list[str]:
     return out
 
 
+def _aggregate_html(run: RunResult) -> list[str]:
+    """Release profiles repeat cases: the sign-off quotes percentiles, not one lucky repeat."""
+    repeats = 1 + max(c.repeat for c in run.cases)
+    out = [f"<h2>Percentiles over {repeats} repeats</h2>",
+           "<table><tr><th>case</th><th>check</th><th>figure</th><th>n</th><th>p50</th><th>p95</th><th>p99</th><th>min</th><th>max</th></tr>"]
+    for st in aggregate(run).values():
+        nums = "".join(f"<td>{x:.4g}</td>" for x in (st.p50, st.p95, st.p99, st.min, st.max))
+        out.append(f"<tr><td class=mono>{_e(st.case_id)}</td><td class=mono>{_e(st.check)}</td><td>{_e(st.figure)}</td><td>{st.n}</td>{nums}</tr>")
+    out.append("</table>")
+    return out
+
+
 def to_html(run: RunResult, *, baseline: RunResult | None = None, comparison: Comparison | None = None,
             tolerance: float = 0.2) -> str:
     """The whole report as one HTML string (no external references)."""
@@ -309,6 +321,8 @@ def to_html(run: RunResult, *, baseline: RunResult | None = None, comparison: Co
         body.append("</div>")
     if comparison is not None:
         body += _comparison_html(comparison)
+    if any(c.repeat > 0 for c in run.cases):
+        body += _aggregate_html(run)
     body.append("<h2>All checks</h2><table><tr><th>case</th><th>rep</th><th>check</th><th>verdict</th><th>message</th><th>figures</th></tr>")
     for case, v in run.checks():
         body.append(

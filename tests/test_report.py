@@ -206,3 +206,14 @@ def test_html_renders_without_any_plot_data():
     assert plot_svgs(run) == []
     page = to_html(run)
     assert ">PASS<" in page and "<svg" not in page and "All 6 checks passed." in page
+
+
+def test_html_quotes_percentiles_for_repeated_cases():
+    """A release run with repeats shows p50/p95/p99 per figure."""
+    run = synthetic_run(broken=False)
+    second = synthetic_run(broken=False).cases
+    for case in second:
+        case.repeat = 1
+    run.cases += second
+    page = to_html(run)
+    assert "Percentiles over 2 repeats" in page and "<th>p99</th>" in page

@@ -421,9 +421,9 @@ class Client:
         self.history.end(op, "fail" if answer.kind == "error" else "ok", error_code=answer.code)
         return answer
 
-    async def _simple(self, kind: str, data: str | bytes, **fields: Any) -> None:
+    async def _simple(self, kind: str, frame: str | bytes, **fields: Any) -> None:
         op = self.history.begin(self.name, kind, **fields)
-        await self._send(op, data)
+        await self._send(op, frame)
         # The protocol answers these only on error, so "sent" is the outcome.
         self.history.end(op, "ok", error_code=None)
 

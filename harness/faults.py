@@ -25,11 +25,14 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from .target import check_loopback
-from .timing import scaled
+from .timing import Deadline, scaled
 
 if TYPE_CHECKING:
     from .client import Client
@@ -142,12 +145,30 @@ def frozen_process(pid: int) -> Iterator[int]:
     with _exclusive("frozen_process", pid):
         os.kill(pid, signal.SIGSTOP)
         try:
+            # Signal delivery is asynchronous: the body starts once the kernel
+            # reports the process stopped, so "frozen" is true inside it.
+            _wait_state(pid, stopped=True)
             yield pid
         finally:
             try:
                 os.kill(pid, signal.SIGCONT)
+                _wait_state(pid, stopped=False)
             except ProcessLookupError:
                 pass  # it died while frozen (killed by the scenario): nothing to restore
+
+
+def _wait_state(pid: int, *, stopped: bool, bound: float | None = None) -> None:
+    deadline = Deadline.after(bound if bound is not None else scaled(2))
+    try:
+        proc = psutil.Process(pid)
+        while (proc.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)) != stopped:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return
+            if deadline.expired():
+                raise FaultError(f"pid {pid} not {'stopped' if stopped else 'running'} within the bound")
+            time.sleep(0.001)  # the kernel offers no wait for another process's stop
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(pid) from None
 
 
 # -- TCP proxy ----------------------------------------------------------------------

@@ -50,7 +50,7 @@ _MAX_REQUEST = 64 * 1024
 def _patch_base_events(module) -> None:
     cls = getattr(module, "BaseEventLoop", None)
     orig = getattr(cls, "run_forever", None)
-    if orig is None or getattr(orig, "_wschaos_wrapped", False):
+    if cls is None or orig is None or getattr(orig, "_wschaos_wrapped", False):
         return
 
     def run_forever(self, *args, **kwargs):
@@ -126,7 +126,7 @@ def _hook_asyncio() -> None:
 # -- collecting ---------------------------------------------------------------
 def _frames(frame, limit: int) -> list[str]:
     """Innermost ``limit`` frames, outermost first, without reading source files."""
-    out = []
+    out: list[str] = []
     while frame is not None and len(out) < limit:
         code = frame.f_code
         out.append(f"{code.co_filename}:{frame.f_lineno} in {code.co_name}")
@@ -248,10 +248,9 @@ def _gc_counts(names) -> dict:
             q = t.__qualname__
             if q in wanted:
                 counts[q] += 1
-            else:
-                full = f"{t.__module__}.{q}"
-                if full in wanted:
-                    counts[full] += 1
+            full = f"{t.__module__}.{q}"
+            if full in wanted:
+                counts[full] += 1
     finally:
         del objs  # do not keep every object in the process alive any longer
     return counts

@@ -118,7 +118,6 @@ class FakeUpstream:
                     "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}],
                 }
                 await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-                await resp.drain()
                 rec.tokens_sent += 1
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()

@@ -46,12 +46,19 @@ Connections (``input``):
   closed_with        input.closed_with        closed with the given code (1009 for oversize)
   error_code         input.error_code         bad input answered with the given ERROR code
   connection_usable  input.connection_usable  still open and working after bad input
+Generic (``bounds``; scenarios also import these from the submodule):
+  within_bound     bounds.within (or ``check=``)  something happened within a bound; None = never
+  terminal_usable  client.terminal_usable         the pty left with echo and line editing on
+  errors_for_all   input.errors_for_all           one ERROR per malformed frame sent
+  process_alive    process.alive                  the target is still running
+  stats_unchanged  resources.stats_unchanged      /stats counters moved only by the expected deltas
 Helpers (``stats``): percentile (linear interpolation, numpy's default), median, slope.
 """
 
 from __future__ import annotations
 
 from ..verdict import Verdict
+from .bounds import errors_for_all, process_alive, stats_unchanged, terminal_usable, within_bound
 from .delivery import exactly_once
 from .input import closed_with, connection_usable, dropped_within, error_code
 from .interrupts import (
@@ -111,6 +118,7 @@ __all__ = [
     "counters_zero",
     "dropped_within",
     "error_code",
+    "errors_for_all",
     "exactly_once",
     "exit_code",
     "exit_time",
@@ -132,13 +140,17 @@ __all__ = [
     "percentile",
     "port_free",
     "probe_agrees",
+    "process_alive",
     "request_completes",
     "seq_gap_free",
     "shutdown_finals",
     "slope",
+    "stats_unchanged",
+    "terminal_usable",
     "untouched",
     "upstream_closed_within",
     "watchdog_dump",
+    "within_bound",
 ]
 
 #: Stable check name -> checker function, for reports and documentation.
@@ -150,6 +162,7 @@ CHECKS = {
         ack_latency, ack_status, one_ack_each, final_before_ack, no_frames_after_ack, one_terminal_per_request, no_double_claim,
         not_found, untouched, request_completes, seq_gap_free, upstream_closed_within, not_delayed,
         counters_zero, back_to_baseline, growth_per_1000, latency_drift, probe_agrees, memory_bounded,
-        latency_within, exactly_once, dropped_within, closed_with, error_code, connection_usable,
+        latency_within, stats_unchanged, exactly_once, dropped_within, closed_with, error_code,
+        errors_for_all, connection_usable, within_bound, process_alive, terminal_usable,
     )
 }

@@ -30,6 +30,7 @@ __all__ = [
     "request_label",
     "request_ops",
     "signal_ns",
+    "stack_lines",
     "summarize",
 ]
 
@@ -174,3 +175,27 @@ def request_ops(history: History, request_id: Any = None, client: str | None = N
         op for op in history.operations("request", client=client)
         if request_id is None or op.data.get("request_id") == request_id
     ]
+
+
+def stack_lines(stacks: Any) -> list[str]:
+    """Hang forensics as lines, however they were handed over.
+
+    Scenarios pass a list of lines, a raw py-spy dump, a forensics object with
+    ``key_lines()`` or ``render()``, or one with a ``stacks`` text; a hung
+    verdict must carry them whatever the form, never crash on it.
+    """
+    if stacks is None:
+        return []
+    if isinstance(stacks, str):
+        return [ln for ln in stacks.splitlines() if ln.strip()]
+    if isinstance(stacks, (list, tuple)):
+        return [str(x) for x in stacks]
+    for method in ("key_lines", "render"):
+        fn = getattr(stacks, method, None)
+        if callable(fn):
+            out = fn()
+            return stack_lines(out)
+    text = getattr(stacks, "stacks", None)
+    if isinstance(text, (str, dict)):
+        return stack_lines("\n".join(text.values()) if isinstance(text, dict) else text)
+    return [str(stacks)]

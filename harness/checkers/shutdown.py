@@ -9,18 +9,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from ..history import History
 from ..verdict import Verdict, fail, passed, unknown
 from ._core import (
     checker,
     closed_obs,
-    fmt_ms,
     frames,
     request_label,
     signal_ns,
     summarize,
 )
+from .bounds import bounded
 
 __all__ = [
     "SHUTDOWN_NOISE",
@@ -48,22 +49,13 @@ SHUTDOWN_NOISE: tuple[str, ...] = (
 
 @checker("shutdown.exit_time")
 def exit_time(exit_ms: float | None, bound_ms: float | None, *, what: str = "exit",
-              stacks: Sequence[str] = ()) -> Verdict:
+              stacks: Any = ()) -> Verdict:
     """Pass when the process exited within ``bound_ms``; None (still running) fails as hung.
 
-    ``stacks`` are hang forensics taken before the kill; a hung verdict carries them.
+    ``stacks`` (lines, a dump, or a forensics object) are taken before the kill; a hung verdict carries them.
     """
-    name = "shutdown.exit_time"
-    if bound_ms is None:
-        return unknown(name, f"{what}: no bound given", what=what, exit_ms=exit_ms)
-    if exit_ms is None:
-        where = f"; {len(stacks)} stack lines in figures" if stacks else ""
-        return fail(name, f"{what}: hung, still running at the bound {bound_ms:g} ms{where}",
-                    what=what, exit_ms=None, bound_ms=bound_ms, hung=True, stacks=list(stacks)[:200])
-    figs = {"what": what, "exit_ms": exit_ms, "bound_ms": bound_ms, "hung": False}
-    if exit_ms > bound_ms:
-        return fail(name, f"{what} took {fmt_ms(exit_ms)} > bound {bound_ms:g} ms", **figs)
-    return passed(name, f"{what} took {fmt_ms(exit_ms)} <= bound {bound_ms:g} ms", **figs)
+    return bounded("shutdown.exit_time", exit_ms, bound_ms, what=what, stacks=stacks,
+                   never="hung, still running at the bound", key="exit_ms")
 
 
 @checker("shutdown.exit_code")
@@ -271,3 +263,4 @@ def watchdog_dump(stderr: str | None) -> Verdict:
     tail = summarize([ln.strip() for ln in lines[-3:] if ln.strip()], 3) or "empty"
     return fail(name, f"no thread stacks on stderr: {threads} thread headers, {frame_lines} frame lines "
                       f"in {len(lines)} lines (tail: {tail})", **figs)
+

@@ -24,6 +24,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DETACH", "main"]
 
@@ -31,7 +32,7 @@ __all__ = ["DETACH", "main"]
 DETACH = b"D"
 
 
-def _import_proctree():  # type: ignore[no-untyped-def]
+def _import_proctree() -> Any:
     # Run with -I, the script's directory is not on sys.path; put the project
     # root there so the shared tree helpers are imported as harness.proctree.
     root = str(Path(__file__).resolve().parent.parent)
@@ -42,7 +43,7 @@ def _import_proctree():  # type: ignore[no-untyped-def]
     return proctree
 
 
-def _kill_tree(proctree, pid: object, sid: int, marker: str) -> int:  # type: ignore[no-untyped-def]
+def _kill_tree(proctree: Any, pid: object, sid: int, marker: str) -> int:
     """Stop everything of the tree; a few rounds catch processes forked meanwhile."""
     total = 0
     for round_no in range(4):

@@ -64,7 +64,8 @@ class Forensics:
     def key_lines(self, max_lines: int = 12, frames_per_thread: int = 3) -> list[str]:
         """A short summary: the top frames of each thread, busy threads first, then tasks."""
         lines = [f"forensics of {self.name} ({self.reason}): {len(self.pids)} process(es)"]
-        ordered = sorted(self.threads, key=lambda t: (t.idle, t.pid))
+        # The injected probe's own thread is ours, not the target's: leave it out.
+        ordered = sorted((t for t in self.threads if "wschaos-probe" not in t.thread), key=lambda t: (t.idle, t.pid))
         for t in ordered:
             if len(lines) >= max_lines:
                 break

@@ -60,9 +60,9 @@ def test_clean_exit_is_timed_within_a_few_ms_of_the_programs_own_clock(tmp_path,
         sent = sup.ctrl_c() if how == "pty" else sup.send_signal(signal.SIGINT)
         report = await sup.wait_exit(scaled(5))
         cleanup = await sup.stop()
-        return sup, sent, report, cleanup
+        return sent, report, cleanup
 
-    sup, sent, report, cleanup = run(main())
+    sent, report, cleanup = run(main())
     assert report is not None
     assert report.classification == "clean"
     assert report.returncode == 0 and report.signal_killed is None
@@ -315,3 +315,21 @@ def test_ctrl_c_without_a_pty_is_refused(tmp_path):
             await sup.stop()
 
     run(main())
+
+
+def test_forensics_include_asyncio_tasks_from_the_injected_probe(tmp_path):
+    """With the Python probe injected, forensics list every task's stack, not only threads."""
+
+    async def main():
+        sup = Supervisor(program("stuck_asyncio", python_probe=True), tmp_path)
+        await sup.start()
+        try:
+            return await sup.forensics("asyncio target stuck")
+        finally:
+            await sup.stop()
+
+    forensics = run(main())
+    assert forensics.tasks is not None, forensics.errors
+    text = forensics.text()
+    assert "stuck-task" in text and "stuck_coroutine" in text
+    assert any("stuck_coroutine" in ln for ln in forensics.key_lines())

@@ -54,7 +54,7 @@ def _start_harness(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str
         seen.append(line)
         if line.startswith("TARGET "):
             words = line.split()
-            return proc, dict(zip(words[::2], words[1::2])), lines
+            return proc, dict(zip(words[::2], words[1::2], strict=True)), lines
     proc.kill()
     proc.wait(scaled(5))
     pytest.fail(f"the harness script never reported its target: {''.join(seen)}")

@@ -75,7 +75,7 @@ def test_flat_rss_after_warm_up_passes():
 def test_rss_growing_per_connection_fails_with_the_rate():
     """256 KiB retained per cycle is 250 MiB per 1000 cycles, over a 1 MiB bound."""
     series = [(c, 50_000_000 + c * 262_144) for c in range(0, 300, 10)]
-    v = assert_fail(checkers.growth_per_1000("rss", series, 1024 * 1024, unit="B"),
+    v = assert_fail(checkers.growth_per_1000("rss", series, 1024 * 1024),  # "rss" implies bytes
                     "rss grows 250.0 MiB per 1000 cycles > bound 1.0 MiB")
     assert round(v.figures["per_1000"]) == 262_144_000
 
@@ -84,6 +84,12 @@ def test_too_few_points_for_a_slope_is_unknown():
     """Two points (one dropped as warm-up) cannot show a trend."""
     assert_unknown(checkers.growth_per_1000("rss", [(0, 1), (10, 2)], 100), "need at least 3")
     assert_unknown(checkers.growth_per_1000("rss", None, 100), "0 usable points")
+
+
+def test_growth_of_a_count_is_reported_without_byte_units():
+    """Open fds growing 5 per 1000 cycles against a bound of 1: plain numbers."""
+    series = [(c, 20 + c * 0.005) for c in range(0, 2000, 50)]
+    assert_fail(checkers.growth_per_1000("fds", series, 1), "fds grows 5.0 per 1000 cycles > bound 1")
 
 
 def test_steady_latency_passes():

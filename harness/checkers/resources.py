@@ -85,13 +85,16 @@ def back_to_baseline(name: str, baseline: float | None, after: float | None, all
 
 @checker("resources.growth_per_1000")
 def growth_per_1000(name: str, series: Sequence[tuple[float, float]] | None, bound_per_1000: float, *,
-                    warmup_fraction: float = 0.1, unit: str = "") -> Verdict:
+                    warmup_fraction: float = 0.1, unit: str | None = None) -> Verdict:
     """Least-squares slope of (cycle, value) after warm-up, per 1000 cycles, is within the bound.
 
-    ``unit="B"`` formats bytes (KiB/MiB); the first ``warmup_fraction`` of the
-    points is dropped because allocators and caches grow once before settling.
+    ``unit="B"`` formats bytes (KiB/MiB), the default for names mentioning rss,
+    bytes or memory; the first ``warmup_fraction`` of the points is dropped
+    because allocators and caches grow once before settling.
     """
     check = "resources.growth_per_1000"
+    if unit is None:
+        unit = "B" if any(w in name.lower() for w in ("rss", "bytes", "memory")) else ""
     pts = [(float(c), float(v)) for c, v in (series or []) if _number(c) is not None and _number(v) is not None]
     skip = int(len(pts) * warmup_fraction)
     used = pts[skip:]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.terminal import ClientExit, InteractiveSession, drive_menu
+from harness.terminal import ClientExit, InteractiveSession
 from harness.timing import scaled
 from reference_server.client import EXIT_INTERRUPTED, EXIT_SERVER_GONE, LOOP_THREAD_NAME
 
@@ -257,4 +257,31 @@ def test_no_fault_code_runs_without_the_switch(server, sessions):
     client.expect(r"\[done r\d+", WAIT)
     client.sendline("0")
     assert_exited_in_time(client.wait_exit(WAIT), codes=(0,))
+    assert_terminal_usable(client)
+
+
+# -- against the reference server ------------------------------------------------
+
+
+@pytest.mark.skipif(not (ROOT / "reference_server" / "__main__.py").exists(), reason="no reference server yet")
+def test_against_the_reference_server(sessions):
+    """The real pairing: stream, interrupt, stream again, Ctrl+C mid-reply; exits within a second, quietly."""
+    srv = chat_server.ServerProcess(argv=[sys.executable, "-m", "reference_server", "--port", "0"], cwd=str(ROOT))
+    srv.start(START)
+    try:
+        client = sessions(srv.url, "--chunks", "200", "--chunk-delay-ms", "20")
+        client.sendline("1")
+        rid = client.expect(r"\[sent (r\d+)\]", WAIT).group(1)
+        client.expect(r"<< \S+ \S+ ", WAIT)
+        client.sendline("2")
+        client.expect(rf"\[interrupted {rid} ", WAIT)
+        client.expect(rf"\[ack SUCCESS interrupted=1 ids={rid}\]", WAIT)
+        client.sendline("1")
+        client.expect(r"<< \S+ \S+ ", WAIT)
+        client.ctrl_c()
+        exit_ = client.wait_exit(WAIT)
+    finally:
+        srv.stop(WAIT)
+    assert_exited_in_time(exit_, codes=(EXIT_INTERRUPTED, 0))
+    assert_quiet(exit_)
     assert_terminal_usable(client)

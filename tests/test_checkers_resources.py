@@ -89,7 +89,7 @@ def test_too_few_points_for_a_slope_is_unknown():
 def test_growth_of_a_count_is_reported_without_byte_units():
     """Open fds growing 5 per 1000 cycles against a bound of 1: plain numbers."""
     series = [(c, 20 + c * 0.005) for c in range(0, 2000, 50)]
-    assert_fail(checkers.growth_per_1000("fds", series, 1), "fds grows 5.0 per 1000 cycles > bound 1")
+    assert_fail(checkers.growth_per_1000("fds", series, 1), "fds grows 5 per 1000 cycles > bound 1")
 
 
 def test_steady_latency_passes():

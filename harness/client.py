@@ -33,7 +33,7 @@ from websockets.protocol import State
 from .adapters import Adapter, ReferenceAdapter
 from .faults import fin_close, pause_transport, resume_transport, rst_close
 from .history import History, Operation
-from .protocol import Frame, frame_record
+from .protocol import Frame, InterruptResult, Reply, frame_record
 from .target import check_loopback
 from .timing import now_ns, scaled
 
@@ -67,45 +67,6 @@ class ConnectionLost(ClientError):
 
 class ClientTimeout(ClientError, TimeoutError):
     """No answer within the bound; the operation was recorded as unknown."""
-
-
-@dataclass
-class Reply:
-    """Everything received for one request, as far as it got."""
-
-    request_id: str
-    chunks: list[Frame]
-    final: Frame | None
-    interrupted: bool
-    reason: str | None
-    complete: bool  # the final frame arrived
-    error: Frame | None
-    first_chunk_ms: float | None  # from send to the first chunk
-    total_ms: float | None  # from send to the final frame
-    seqs: list[int | None]
-
-    @property
-    def text(self) -> str:
-        return "".join(c.delta or "" for c in self.chunks)
-
-
-@dataclass
-class InterruptResult:
-    interrupt_id: str
-    target: str | None
-    ack: Frame | None  # None: no ACK within the bound, or the connection died
-    latency_ms: float | None  # send to ACK receipt
-    sent_ns: int
-    acked_ns: int | None
-    error: Frame | None = None
-
-    @property
-    def status(self) -> str | None:
-        return None if self.ack is None else self.ack.status
-
-    @property
-    def interrupted_ids(self) -> list[str]:
-        return (self.ack.interrupted_ids or []) if self.ack is not None else []
 
 
 @dataclass(eq=False)
@@ -562,20 +523,7 @@ class Client:
 
 
 def _reply(pend: _Pending) -> Reply:
-    final = pend.final
-    first = pend.chunks[0].t_ns if pend.chunks else None
-    return Reply(
-        request_id=pend.request_id,
-        chunks=list(pend.chunks),
-        final=final,
-        interrupted=bool(final is not None and final.interrupted),
-        reason=None if final is None else final.reason,
-        complete=final is not None,
-        error=pend.error,
-        first_chunk_ms=None if first is None else (first - pend.sent_ns) / 1e6,
-        total_ms=None if final is None else (final.t_ns - pend.sent_ns) / 1e6,
-        seqs=[c.seq for c in pend.chunks],
-    )
+    return Reply.assemble(pend.request_id, pend.chunks, pend.final, pend.error, pend.sent_ns)
 
 
 def _describe(exc: BaseException) -> str:

@@ -75,7 +75,7 @@ def _exclusive(fault: str, key: Hashable) -> Iterator[None]:
 
 # -- socket-level helpers -------------------------------------------------------
 
-def rst_close(transport: asyncio.BaseTransport) -> None:
+def rst_close(transport: asyncio.WriteTransport) -> None:
     """Close with a TCP RST: SO_LINGER on with 0 s, then abort (no close frame, no FIN)."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
@@ -328,6 +328,10 @@ class TcpProxy:
 
 # -- peer process ---------------------------------------------------------------------
 
+#: The directory holding the harness package, so the peer imports this very copy.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 class PeerProcess:
     """``python -m harness.peer``: a client in its own process, to SIGSTOP or kill.
 
@@ -356,8 +360,7 @@ class PeerProcess:
         argv = [sys.executable, "-m", "harness.peer", "--url", self.url, "--mode", self.mode]
         if self.allow_remote:
             argv.append("--allow-remote")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])))
         self.proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
         try:

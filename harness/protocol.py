@@ -23,6 +23,8 @@ __all__ = [
     "KINDS",
     "MSG_KINDS",
     "Frame",
+    "InterruptResult",
+    "Reply",
     "classify",
     "encode",
     "encode_heartbeat",
@@ -150,6 +152,64 @@ class Frame:
     @property
     def data(self) -> Any:
         return self._get("data") if self.kind == "event" else None
+
+
+@dataclass
+class Reply:
+    """Everything received for one request, as far as it got (built by the client)."""
+
+    request_id: str
+    chunks: list[Frame]
+    final: Frame | None
+    interrupted: bool
+    reason: str | None
+    complete: bool  # the final frame arrived
+    error: Frame | None
+    first_chunk_ms: float | None  # from send to the first chunk
+    total_ms: float | None  # from send to the final frame
+    seqs: list[int | None]
+
+    @property
+    def text(self) -> str:
+        return "".join(c.delta or "" for c in self.chunks)
+
+    @classmethod
+    def assemble(cls, request_id: str, chunks: list[Frame], final: Frame | None,
+                 error: Frame | None, sent_ns: int) -> Reply:
+        first = chunks[0].t_ns if chunks else None
+        return cls(
+            request_id=request_id,
+            chunks=list(chunks),
+            final=final,
+            interrupted=bool(final is not None and final.interrupted),
+            reason=None if final is None else final.reason,
+            complete=final is not None,
+            error=error,
+            first_chunk_ms=None if first is None else (first - sent_ns) / 1e6,
+            total_ms=None if final is None else (final.t_ns - sent_ns) / 1e6,
+            seqs=[c.seq for c in chunks],
+        )
+
+
+@dataclass
+class InterruptResult:
+    """The answer to one INTERRUPT: the ACK frame, or None when none came in time."""
+
+    interrupt_id: str
+    target: str | None
+    ack: Frame | None  # None: no ACK within the bound, or the connection died
+    latency_ms: float | None  # from send to ACK receipt
+    sent_ns: int
+    acked_ns: int | None
+    error: Frame | None = None  # an ERROR answered the INTERRUPT
+
+    @property
+    def status(self) -> str | None:
+        return None if self.ack is None else self.ack.status
+
+    @property
+    def interrupted_ids(self) -> list[str]:
+        return (self.ack.interrupted_ids or []) if self.ack is not None else []
 
 
 def frame_record(frame: Frame) -> dict[str, Any]:

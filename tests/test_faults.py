@@ -16,7 +16,7 @@ from harness.faults import FaultNestingError, PeerProcess, TcpProxy, frozen_proc
 from harness.history import History
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "servers"))
-from mini_ws import MiniServer  # noqa: E402
+from mini_ws import MiniServer
 
 
 def run(test: Callable[[], Awaitable[Any]], bound: float = 25.0) -> Any:
@@ -51,9 +51,8 @@ def test_frozen_peer_is_dropped_by_keepalive_and_continued_after():
                 proc = psutil.Process(peer.pid)
                 with frozen_process(peer.pid):
                     assert proc.status() == psutil.STATUS_STOPPED
-                    with pytest.raises(FaultNestingError):
-                        with frozen_process(peer.pid):
-                            pass
+                    with pytest.raises(FaultNestingError), frozen_process(peer.pid):
+                        pass
                     record = await srv.wait_ended(0, timeout=5)
                     assert record.close_code_sent == 1011  # keepalive ping timeout
                 assert proc.status() != psutil.STATUS_STOPPED
@@ -73,10 +72,9 @@ def test_peer_stream_mode_keeps_a_reply_flowing():
 def test_proxy_passes_traffic():
     """Through the proxy in pass mode, a request completes as it would directly."""
     async def body():
-        async with MiniServer() as srv, TcpProxy("127.0.0.1", srv.port) as proxy:
-            async with Client(proxy.url()) as c:
-                reply = await c.reply(await c.request("via proxy", chunks=5), 5)
-                assert reply.complete and proxy.connections == 1
+        async with MiniServer() as srv, TcpProxy("127.0.0.1", srv.port) as proxy, Client(proxy.url()) as c:
+            reply = await c.reply(await c.request("via proxy", chunks=5), 5)
+            assert reply.complete and proxy.connections == 1
     run(body)
 
 
@@ -88,9 +86,8 @@ def test_blackhole_holds_both_directions_then_releases():
             async with Client(proxy.url(), history=h) as c:
                 with proxy.blackhole():
                     assert proxy.mode == "blackhole"
-                    with pytest.raises(FaultNestingError):
-                        with proxy.delay(10):
-                            pass
+                    with pytest.raises(FaultNestingError), proxy.delay(10):
+                        pass
                     with pytest.raises(ClientTimeout):
                         await c.heartbeat(timeout=0.3)
                     assert not any(m.get("msg_type") == "HEARTBEAT" for m in srv.conns[0].received)

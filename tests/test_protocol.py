@@ -113,3 +113,18 @@ def test_encoders_follow_the_envelope():
     assert json.loads(encode_unsubscribe("t"))["msg_type"] == "UNSUBSCRIBE"
     assert json.loads(encode_publish("t", [1]))["payload"] == {"topic": "t", "data": [1]}
     assert json.loads(encode_request("r1", "x", session_id="s1"))["session_id"] == "s1"
+
+
+def test_reply_is_assembled_from_frames():
+    """A reply's timings run from the send; an interrupted final marks it interrupted."""
+    from harness.protocol import Reply
+
+    chunks = [classify(server("RESPONSE", {"seq": i, "delta": "a", "final": False}, "r1"), 2_000_000 + i)
+              for i in range(2)]
+    final = classify(server("RESPONSE", {"seq": 2, "final": True, "interrupted": True, "reason": "user"}, "r1"),
+                     5_000_000)
+    reply = Reply.assemble("r1", chunks, final, None, 1_000_000)
+    assert (reply.complete, reply.interrupted, reply.reason, reply.seqs, reply.text) == (
+        True, True, "user", [0, 1], "aa")
+    assert (reply.first_chunk_ms, reply.total_ms) == (1.0, 4.0)
+    assert not Reply.assemble("r1", [], None, None, 0).complete

@@ -88,4 +88,4 @@ def _import_adapter(spec: str, cfg: Mapping[str, Any], where: str) -> Adapter:
             adapter.name = spec
         except AttributeError:
             pass
-    return adapter  # type: ignore[no-any-return]
+    return adapter

@@ -106,6 +106,7 @@ def make_console(file: IO[str] | None = None, *, width: int | None = None) -> Co
 
 def render_console(run: RunResult, console: Console, *, problems_only: bool = False) -> None:
     """A summary table: case, check, verdict, key figures or message; then the gate's word."""
+    run = run.redacted()
     code, _ = decide(run)
     word = signoff(run)
     style = {"PASS": "bold green", "FAIL": "bold red", "INCOMPLETE": "bold yellow"}[word]
@@ -137,6 +138,7 @@ def render_console(run: RunResult, console: Console, *, problems_only: bool = Fa
 
 def failure_lines(run: RunResult) -> list[str]:
     """One line per check needing attention, with its figures and replay command."""
+    run = run.redacted()
     lines = []
     for case, v in run.checks():
         if not is_problem(v):
@@ -183,6 +185,7 @@ def to_markdown(run: RunResult, *, comparison: Any = None, max_lines: int = 50) 
     ``comparison``: an optional :class:`harness.compare.Comparison` against a
     baseline, rendered after the failures.
     """
+    run = run.redacted()
     code, reasons = decide(run)
     word = signoff(run)
     icon = {"PASS": "✅", "FAIL": "❌", "INCOMPLETE": "⚠️"}[word]
@@ -252,6 +255,7 @@ def to_junit(run: RunResult) -> str:
     (the harness could not judge); known failures and skipped cases ->
     ``<skipped>``.  Seed, target and profile are suite properties.
     """
+    run = run.redacted()
     suite = ET.Element("testsuite", name=f"wschaos.{_x(run.profile)}", timestamp=_x(run.started_at))
     props = ET.SubElement(suite, "properties")
     for name, value in (

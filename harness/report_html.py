@@ -287,11 +287,16 @@ def _comparison_html(cmp: Comparison) -> list[str]:
     for v in cmp.verdicts:
         style = ' style="color:#cf222e;font-weight:700"' if v.regressed else ""
         out.append(f"<tr{style}><td class=mono>{_e(v.case_id)}::{_e(v.check)}</td><td>verdict</td><td>{_e(v.base)}</td><td>{_e(v.new)}</td><td>{'REGRESSED' if v.regressed else 'changed'}</td></tr>")
+    same = sum(1 for f in cmp.figures if f.new == f.base)
     for f in cmp.figures:
-        ch = f"{f.change:+.0%}" if f.change is not None else ("from 0" if f.new != f.base else "0%")
+        if f.new == f.base:
+            continue  # unchanged figures would bury the ones that moved
+        ch = f"{f.change:+.0%}" if f.change is not None else "from 0"
         style = ' style="color:#cf222e;font-weight:700"' if f.regressed else ""
         out.append(f"<tr{style}><td class=mono>{_e(f.case_id)}::{_e(f.check)}</td><td>{_e(f.figure)}</td><td>{f.base:.4g}</td><td>{f.new:.4g}</td><td>{ch}</td></tr>")
     out.append("</table>")
+    if same:
+        out.append(f'<p class="none">{same} matched figures unchanged.</p>')
     return out
 
 
@@ -308,16 +313,20 @@ def _aggregate_html(run: RunResult) -> list[str]:
 
 
 def to_html(run: RunResult, *, baseline: RunResult | None = None, comparison: Comparison | None = None,
-            tolerance: float = 0.2) -> str:
-    """The whole report as one HTML string (no external references)."""
+            tolerance: float = 0.2, plots: bool = True) -> str:
+    """The whole report as one HTML string (no external references).
+
+    ``plots=False`` skips matplotlib (the slow part) for a quick text-only page.
+    """
+    run = run.redacted()
     if baseline is not None and comparison is None:
         comparison = compare(baseline, run, tolerance)
     word = signoff(run)
     body = _first_screen(run)
-    plots = plot_svgs(run, baseline)
-    if plots:
+    svgs = plot_svgs(run, baseline) if plots else []
+    if svgs:
         body.append('<h2>Plots</h2><div class="plots">')
-        body += [f"<figure>{svg}<figcaption>{_e(cap)}</figcaption></figure>" for cap, svg in plots]
+        body += [f"<figure>{svg}<figcaption>{_e(cap)}</figcaption></figure>" for cap, svg in svgs]
         body.append("</div>")
     if comparison is not None:
         body += _comparison_html(comparison)
@@ -347,7 +356,8 @@ def to_html(run: RunResult, *, baseline: RunResult | None = None, comparison: Co
     )
 
 
-def write_html(run: RunResult, path: str | Path, *, baseline: RunResult | None = None, tolerance: float = 0.2) -> Path:
+def write_html(run: RunResult, path: str | Path, *, baseline: RunResult | None = None, tolerance: float = 0.2,
+               plots: bool = True) -> Path:
     p = Path(path)
-    p.write_text(to_html(run, baseline=baseline, tolerance=tolerance), encoding="utf-8")
+    p.write_text(to_html(run, baseline=baseline, tolerance=tolerance, plots=plots), encoding="utf-8")
     return p

@@ -207,6 +207,10 @@ class RunResult:
         d["summary"] = self.summary
         return d
 
+    def redacted(self) -> RunResult:
+        """A copy with secrets masked: what every report renders, so none leaks a token."""
+        return RunResult.from_dict(redact(self.to_dict()))
+
     def to_json(self, *, redact_secrets: bool = True) -> str:
         d = self.to_dict()
         if redact_secrets:
@@ -292,6 +296,8 @@ _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
 _QUERY_PARAM = re.compile(r"(?P<pre>[?&;])(?P<name>[^=&#\s]+)=(?P<val>[^&#\s]*)")
 _AUTH_HEADER = re.compile(r"(?i)\b(?P<name>(?:proxy-)?authorization|cookie|x-api-key)(?P<sep>\s*[:=]\s*)(?P<val>.+)")
 _FLAG = re.compile(r"^--?(?P<name>[A-Za-z][\w.-]*)(?:=(?P<val>.*))?$", re.S)
+#: A secret flag inside a command line held as one string (a replay command, a --target-cmd).
+_FLAG_IN_TEXT = re.compile(r"""(?<![\w-])(?P<flag>--?(?P<name>[A-Za-z][\w.-]*))(?P<sep>=|\s+)(?P<val>'[^']*'|"[^"]*"|[^\s'"]+)""")
 
 
 def _is_secret_name(name: str, words: frozenset[str]) -> bool:
@@ -306,7 +312,18 @@ def _redact_str(s: str, words: frozenset[str]) -> str:
     s = _QUERY_PARAM.sub(
         lambda m: f"{m['pre']}{m['name']}={MASK}" if _is_secret_name(m["name"], words) else m[0], s
     )
+    s = _FLAG_IN_TEXT.sub(lambda m: _redact_flag(m, words), s)
     return _AUTH_HEADER.sub(lambda m: f"{m['name']}{m['sep']}{MASK}", s)
+
+
+def _redact_flag(m: re.Match[str], words: frozenset[str]) -> str:
+    if _is_secret_name(m["name"], words):
+        return f"{m['flag']}{m['sep']}{MASK}"
+    val = m["val"]
+    if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
+        # A quoted command line (--target-cmd 'srv --token x') may hide secret flags of its own.
+        val = val[0] + _redact_str(val[1:-1], words) + val[0]
+    return f"{m['flag']}{m['sep']}{val}"
 
 
 def redact(obj: Any, keys: Iterable[str] = SECRET_WORDS) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -70,6 +71,12 @@ def synthetic_run(*, run_id: str = "20250101T000000Z-abc123", slower: float = 1.
         target=TargetInfo("reference", ["python", "-m", "reference_server", "--token", "s3cret"], ["late_chunks"]),
         host=HostInfo("3.11.7", "Linux-x86_64", 8), cases=cases, status="complete",
     )
+
+
+@functools.lru_cache(maxsize=1)
+def sample_html() -> str:
+    """The failing run beside a clean baseline, rendered once per session (matplotlib is the slow part)."""
+    return to_html(synthetic_run(), baseline=synthetic_run(run_id="base", broken=False))
 
 
 # -- markdown and junit ----------------------------------------------------------------
@@ -188,13 +195,20 @@ def test_gate_on_synthetic_run():
 
 def test_html_is_self_contained_with_plots():
     """One file: no external src/href, inline SVG plots, verdict first, secrets redacted by the writer."""
-    page = to_html(synthetic_run(), baseline=synthetic_run(run_id="base", broken=False))
+    page = sample_html()
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page, re.I)
     assert "<script" not in page and "<link" not in page and "@import" not in page
     assert page.count("<svg") == 4
     assert page.index(">FAIL<") < page.index("<svg")
     assert "wschaos run --case &#x27;interrupts.storm[10x10]&#x27; --seed 1234" in page
     assert "Against baseline base" in page
+    assert "s3cret" not in page  # the in-memory run is redacted for rendering too
+
+
+def test_text_reports_are_redacted():
+    run = synthetic_run()
+    run.cases[1].verdicts[0].replay = "wschaos run --target-cmd 'srv --api-key s3cret'"
+    assert "s3cret" not in to_markdown(run) + to_junit(run) + "".join(failure_lines(run))
 
 
 def test_html_renders_without_any_plot_data():
@@ -215,5 +229,5 @@ def test_html_quotes_percentiles_for_repeated_cases():
     for case in second:
         case.repeat = 1
     run.cases += second
-    page = to_html(run)
-    assert "Percentiles over 2 repeats" in page and "<th>p99</th>" in page
+    page = to_html(run, plots=False)
+    assert "<svg" not in page and "Percentiles over 2 repeats" in page and "<th>p99</th>" in page

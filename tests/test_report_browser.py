@@ -8,9 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_report import synthetic_run
-
-from harness.report_html import write_html
+from test_report import sample_html
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
@@ -30,7 +28,8 @@ FLAGS = [
 def rendered(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """One Chromium launch (the slow part) gives both the DOM after layout and a screenshot."""
     tmp = tmp_path_factory.mktemp("browser")
-    report = write_html(synthetic_run(), tmp / "report.html", baseline=synthetic_run(run_id="base", broken=False))
+    report = tmp / "report.html"
+    report.write_text(sample_html(), encoding="utf-8")
     shot = tmp / "first-screen.png"
     args = [
         CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}",

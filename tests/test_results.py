@@ -74,6 +74,8 @@ def test_save_redacts_url_credentials_and_tokens(tmp_path):
         (["srv", "--token", "abc", "--api-key=zz", "--port", "1"], ["srv", "--token", "***", "--api-key=***", "--port", "1"]),
         (["-H", "Authorization: Bearer abc"], ["-H", "Authorization: ***"]),
         ("wss://u:p@h/ws?a=1&password=x", "wss://***@h/ws?a=1&password=***"),
+        ("wschaos run --case 'a[b]' --target-cmd 'srv --token abc --port 1'",
+         "wschaos run --case 'a[b]' --target-cmd 'srv --token *** --port 1'"),
     ],
 )
 def test_redact(value, expected):

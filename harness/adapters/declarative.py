@@ -106,7 +106,7 @@ def _cond_ok(value: Any, cond: Any) -> bool:
     if value is _MISSING:
         return False
     # bool and int must not match each other (True == 1 in Python).
-    return type(value) is type(cond) and value == cond or (
+    return (type(value) is type(cond) and value == cond) or (
         isinstance(cond, (int, float)) and not isinstance(cond, bool)
         and isinstance(value, (int, float)) and not isinstance(value, bool) and value == cond
     )

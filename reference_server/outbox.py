@@ -1,10 +1,15 @@
 """Per-connection outbound buffer: one writer task, bounded, ordered.
 
-Every frame a session sends goes through its :class:`Outbox`, so frames leave
-in exactly the order they were queued and never interleave. Queuing is
-synchronous (``put``): the interrupt path can mark a request dead and queue
-its final frame and the ACK without an await in between, which is what makes
-"no frame after the ACK" airtight.
+Every frame a session sends goes through its :class:`Outbox` and its single
+writer task, so frames never interleave. There are two queues: *data*
+(reply chunks, normal finals, events: strictly in order) and *control*
+(ACKs, interrupted finals, errors, heartbeat answers), which the writer sends
+first, so an ACK never waits behind a backlog of chunks. An interrupt first
+:meth:`purge`\ s the claimed request's unsent chunks from the data queue, so its
+final (and then the ACK) cannot overtake any chunk of it that is still to go.
+Queuing is synchronous: the interrupt path marks a request dead, purges,
+queues its final and the ACK without an await in between, which is what
+makes "no frame after the ACK" airtight.
 
 The bound: request streams wait in :meth:`wait_space` while more than
 ``soft_limit`` bytes are queued (back-pressure reaches the agent); control
@@ -40,7 +45,8 @@ class Outbox:
         on_frame_sent: Callable[[str], None] | None = None,
     ) -> None:
         self._ws = ws
-        self._queue: collections.deque[str | _Close] = collections.deque()
+        self._queue: collections.deque[tuple[str | _Close, object]] = collections.deque()
+        self._control: collections.deque[str] = collections.deque()
         self._bytes = 0
         self.soft_limit = soft_limit
         self.hard_limit = hard_limit  # None: no bound (the unbounded_buffer fault)
@@ -65,29 +71,51 @@ class Outbox:
             self._space.clear()
             await self._space.wait()
 
-    def put(self, text: str) -> bool:
-        """Queue one frame; False when the connection can take no more."""
+    def put(self, text: str, tag: object = None) -> bool:
+        """Queue one data frame (``tag``: the request it belongs to); False when closed."""
         if self.closed or self._closing:
             return False
-        self._queue.append(text)
-        self._bytes += len(text)
+        self._queue.append((text, tag))
+        return self._grew(len(text))
+
+    def put_control(self, text: str) -> bool:
+        """Queue a frame ahead of all data frames (after earlier control frames)."""
+        if self.closed or self._closing:
+            return False
+        self._control.append(text)
+        return self._grew(len(text))
+
+    def _grew(self, n: int) -> bool:
+        self._bytes += n
         self._wakeup.set()
         if self.hard_limit is not None and self._bytes > self.hard_limit:
             self._on_overflow()
             return False
         return True
 
+    def purge(self, tag: object) -> int:
+        """Drop the unsent data frames tagged ``tag``; how many were dropped."""
+        kept = [(item, t) for item, t in self._queue if t is not tag or tag is None]
+        dropped = len(self._queue) - len(kept)
+        if dropped:
+            self._bytes -= sum(len(i) for i, t in self._queue if t is tag and isinstance(i, str))
+            self._queue = collections.deque(kept)
+            if self.has_space():
+                self._space.set()
+        return dropped
+
     def close(self, code: int) -> None:
         """Queue a close frame after everything already queued."""
         if self.closed or self._closing:
             return
         self._closing = True
-        self._queue.append(_Close(code))
+        self._queue.append((_Close(code), None))
         self._wakeup.set()
 
     def _mark_closed(self) -> None:
         self.closed = True
         self._queue.clear()
+        self._control.clear()
         self._bytes = 0
         self._space.set()
 
@@ -96,10 +124,10 @@ class Outbox:
         ws = self._ws
         try:
             while True:
-                while not self._queue:
+                while not self._queue and not self._control:
                     self._wakeup.clear()
                     await self._wakeup.wait()
-                item = self._queue.popleft()
+                item = self._control.popleft() if self._control else self._queue.popleft()[0]
                 if isinstance(item, _Close):
                     self.sending_close = True
                     self._mark_closed()

@@ -80,8 +80,11 @@ class Session:
     def send(self, msg_type: str, request_id: str | None = None, payload: dict[str, Any] | None = None) -> bool:
         return self.outbox.put(self.frame(msg_type, request_id, payload))
 
+    def control(self, msg_type: str, request_id: str | None = None, payload: dict[str, Any] | None = None) -> bool:
+        return self.outbox.put_control(self.frame(msg_type, request_id, payload))
+
     def error(self, code: str, message: str, request_id: str | None = None) -> None:
-        self.send("ERROR", request_id, {"code": code, "message": message})
+        self.control("ERROR", request_id, {"code": code, "message": message})
 
     def send_ready(self) -> None:
         self.send("SESSION_READY", None, {
@@ -116,19 +119,28 @@ class Session:
             return False
         if self.outbox.closed:
             return False
-        self.outbox.put(self.frame("RESPONSE", req.request_id, {"seq": req.seq, "delta": delta, "final": False}))
+        self.outbox.put(self.frame("RESPONSE", req.request_id, {"seq": req.seq, "delta": delta, "final": False}), req)
         req.seq += 1
         return True
 
     def finish(self, req: RequestState, *, interrupted: bool, reason: str | None) -> bool:
-        """Queue the one final frame of ``req`` unless it already ended."""
+        """Queue the one final frame of ``req`` unless it already ended.
+
+        A normal end queues behind the request's chunks; an interrupted one
+        first drops the chunks not yet sent (the final's seq follows the last
+        chunk that does go out) and jumps the data queue.
+        """
         if req.dead:
             return False
         req.dead = True
         self._forget(req)
-        self.send("RESPONSE", req.request_id, {
-            "seq": req.seq, "delta": "", "final": True, "interrupted": interrupted, "reason": reason,
-        })
+        payload = {"seq": req.seq, "delta": "", "final": True, "interrupted": interrupted, "reason": reason}
+        if interrupted:
+            req.seq -= self.outbox.purge(req)
+            payload["seq"] = req.seq
+            self.control("RESPONSE", req.request_id, payload)
+        else:
+            self.send("RESPONSE", req.request_id, payload)
         return True
 
     def claim(self, req: RequestState, reason: str | None) -> bool:
@@ -168,7 +180,8 @@ class Session:
             if not req.dead:
                 req.dead = True
                 self._forget(req)
-                self.error("UPSTREAM_ERROR", str(exc), req.request_id)
+                # Behind the request's own chunks: it is this request's last frame.
+                self.send("ERROR", req.request_id, {"code": "UPSTREAM_ERROR", "message": str(exc)})
         finally:
             self.state.live_requests.discard(req)
 
@@ -306,7 +319,7 @@ class Session:
         self._ack(rid, claimed)
 
     def _ack(self, rid: str, ids: list[str]) -> None:
-        self.send("INTERRUPT_ACK", rid, {
+        self.control("INTERRUPT_ACK", rid, {
             "status": "SUCCESS" if ids else "NOT_FOUND",
             "interrupted": ids,
             "interrupted_count": len(ids),
@@ -330,7 +343,7 @@ class Session:
         task.add_done_callback(self._side_tasks.discard)
 
     async def on_heartbeat(self, rid: str | None, payload: dict[str, Any]) -> None:
-        self.send("HEARTBEAT_ACK", rid, {"server_time": time.time()})
+        self.control("HEARTBEAT_ACK", rid, {"server_time": time.time()})
 
     def _topic(self, payload: dict[str, Any]) -> str:
         topic = payload.get("topic")

@@ -17,8 +17,8 @@ from harness.history import History
 from harness.target import RemoteAddressError, load_target
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "servers"))
-from decl_ws import TalkServer  # noqa: E402
-from mini_ws import MiniServer  # noqa: E402
+from decl_ws import TalkServer
+from mini_ws import MiniServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -123,6 +123,7 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._closed: asyncio.Future[tuple[int | None, str]] | None = None
         self._pending: dict[str, _Pending] = {}
+        self._dups: dict[str, list[_Pending]] = {}
         self._answers: dict[str, asyncio.Future[Frame | None]] = {}
         self._heartbeats: list[asyncio.Future[Frame | None]] = []
         self._predicates: list[tuple[Callable[[Frame], bool], asyncio.Future[Frame | None]]] = []
@@ -225,9 +226,16 @@ class Client:
                     self._end(pend.op, "ok", interrupted=bool(frame.interrupted), reason=frame.reason,
                                      chunks=len(pend.chunks), last_seq=last, error_code=None)
                     pend.done.set_result(None)
-                elif kind == "error":
+                elif kind == "error" and not self._dups.get(rid) and frame.code != "DUPLICATE_REQUEST":
+                    # DUPLICATE_REQUEST refuses another frame that reused this
+                    # id, not the request already streaming under it.
                     pend.error = frame
                     self._end_request(pend, "fail", error_code=frame.code)
+            dups = self._dups.get(rid)
+            if dups and kind == "error":
+                dup = dups.pop(0)
+                dup.error = frame
+                self._end_request(dup, "fail", error_code=frame.code)
             fut = self._answers.get(rid)
             if fut is not None and not fut.done() and kind in ("ack", "error", "heartbeat_ack"):
                 fut.set_result(frame)
@@ -270,7 +278,7 @@ class Client:
         if conn is not None and conn.protocol.close_rcvd is not None:
             code, reason = conn.protocol.close_rcvd.code, conn.protocol.close_rcvd.reason
         self.history.observe(self.name, "closed", code=code, reason=reason)
-        for pend in self._pending.values():
+        for pend in (*self._pending.values(), *(d for ds in self._dups.values() for d in ds)):
             if not pend.done.done():
                 self._end_request(pend, "unknown", error="connection closed before the final frame")
         for fut in (*self._answers.values(), *self._heartbeats, *(f for _, f in self._predicates)):
@@ -310,7 +318,13 @@ class Client:
         data = self.adapter.encode_request(rid, text, options, self.session_id)
         op = self.history.begin(self.name, "request", request_id=rid, text=text, options=options)
         pend = _Pending(rid, op, now_ns(), asyncio.get_running_loop().create_future())
-        self._pending[rid] = pend
+        active = self._pending.get(rid)
+        if active is not None and not active.done.done():
+            # A deliberate duplicate id: the stream stays with the first
+            # request; the next ERROR for the id answers this one.
+            self._dups.setdefault(rid, []).append(pend)
+        else:
+            self._pending[rid] = pend
         try:
             await self._send(op, data)
         except ConnectionLost:

@@ -104,6 +104,21 @@ def test_an_error_answer_fails_the_request():
     run(body)
 
 
+def test_a_duplicate_request_id_fails_alone():
+    """Reusing an active id: the duplicate ends fail DUPLICATE_REQUEST, the first still completes."""
+    async def body():
+        async with MiniServer() as srv:
+            h = History()
+            async with Client(srv.url, history=h) as c:
+                rid = await c.request("first", request_id="dup-1", chunks=5, chunk_delay_ms=5)
+                await c.request("again", request_id="dup-1")
+                reply = await c.reply(rid, 5)
+            assert reply.complete and reply.seqs == [0, 1, 2, 3, 4]
+            first, dup = ops(h, "request")
+            assert (first.outcome, dup.outcome, dup.data["error_code"]) == ("ok", "fail", "DUPLICATE_REQUEST")
+    run(body)
+
+
 def test_heartbeat_subscribe_publish_and_raw_input():
     """Heartbeat is answered; an event reaches the subscriber; non-JSON gets BAD_JSON."""
     async def body():

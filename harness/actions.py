@@ -171,11 +171,15 @@ async def heartbeat_ok(client: Client, timeout: float) -> bool:
     return True
 
 
-async def count_errors_after_heartbeat(client: Client, timeout: float) -> int:
-    """ERROR frames received so far, counted once a HEARTBEAT sent now is answered.
+async def count_errors(client: Client, expected: int, timeout: float) -> int:
+    """ERROR frames received so far, waiting (bounded) until ``expected`` have arrived."""
+    deadline = time.monotonic() + timeout
 
-    The server answers a session's frames in order, so when the ACK is in every
-    ERROR for an earlier frame is in too.
-    """
-    await heartbeat_ok(client, timeout)
-    return sum(1 for f in client.frames if f.kind == "error")
+    def count() -> int:
+        return sum(1 for f in client.frames if f.kind == "error")
+
+    while count() < expected and time.monotonic() < deadline:
+        # Woken by the next frame of any kind; the deadline bounds the whole wait.
+        if await client.wait_frame(lambda f: True, deadline - time.monotonic(), since=None) is None:
+            break
+    return count()

@@ -21,11 +21,11 @@ import contextlib
 import importlib
 import pkgutil
 import random
+import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,16 +122,17 @@ def load_scenarios(package: str = "scenarios") -> list[Case]:
     return list(REGISTRY.values())
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    # Only * and ? are wildcards: fnmatch would read "[10x10]" in a case id as a character class.
+    return re.compile("".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern))
+
+
 def select_cases(cases: Iterable[Case], patterns: Iterable[str]) -> list[Case]:
     """Cases whose id or scenario matches any glob; all when no pattern is given."""
-    pats = list(patterns)
-    if not pats:
+    globs = [_glob(p) for p in patterns]
+    if not globs:
         return list(cases)
-    out = []
-    for c in cases:
-        if any(fnmatchcase(c.id, p) or fnmatchcase(c.scenario, p) or c.id == p for p in pats):
-            out.append(c)
-    return out
+    return [c for c in cases if any(g.fullmatch(c.id) or g.fullmatch(c.scenario) for g in globs)]
 
 
 @dataclass

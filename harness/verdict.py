@@ -25,6 +25,10 @@ class Verdict:
     def ok(self) -> bool:
         return self.status == "pass"
 
+    def labelled(self, label: str) -> Verdict:
+        """The same verdict about one item of several, e.g. one row of a table: ``check@label``."""
+        return Verdict(f"{self.check}@{label}", self.status, f"{label}: {self.message}", self.figures)
+
     def __str__(self) -> str:
         return f"{self.status.upper()} {self.check}: {self.message}"
 

@@ -1,0 +1,243 @@
+"""``wschaos``: run the gate, reproduce a failure, serve the reference server, compare runs.
+
+``main(argv=None) -> int`` returns an :class:`harness.gate.ExitCode`. Progress
+and errors go to stderr through Rich (plain when not a terminal, no colour
+under ``NO_COLOR``); ``--json`` puts a machine-readable summary on stdout.
+Bad input gets one clear line and the usage exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.text import Text
+
+from . import __version__
+from .gate import ExitCode
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """Bad command-line input: one line for the user, exit code USAGE_ERROR."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _target_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("target (default: the embedded reference server)")
+    g.add_argument("--target", metavar="FILE", help="a target TOML file")
+    g.add_argument("--target-cmd", metavar="CMD", help="the command that starts the service, with {port}")
+    g.add_argument("--fault", action="append", default=[], metavar="NAME",
+                   help="turn on a reference-server fault switch (repeatable)")
+    g.add_argument("--python-probe", action="store_true", help="inject the zero-code probe into a Python target")
+    g.add_argument("--allow-remote", action="store_true", help="allow a target outside loopback")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wschaos", description="Chaos and regression tests for WebSocket services.")
+    parser.add_argument("--version", action="version", version=f"wschaos {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the scenarios against a target and write a report")
+    _target_args(run)
+    run.add_argument("--seed", type=int, help="seed for every random choice (default: random, printed)")
+    run.add_argument("--profile", choices=("gate", "release"), default="gate",
+                     help="gate: fast defaults; release: more cycles, 3 repeats, percentiles")
+    run.add_argument("--case", action="append", default=[], metavar="GLOB",
+                     help="run only matching cases, e.g. 'interrupts.*' (repeatable)")
+    run.add_argument("--repeat", type=int, metavar="N", help="run the selection N times (release default 3)")
+    run.add_argument("--known-failures", metavar="FILE",
+                     help="checks that may fail without failing the gate (default: wschaos-known-failures.toml if present)")
+    run.add_argument("--baseline", metavar="RUN", help="a previous run (directory or results.json) to compare against")
+    run.add_argument("--report-dir", default="reports", metavar="DIR", help="where run directories go (default: reports)")
+    run.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+
+    repro = sub.add_parser("repro", help="rerun one case with the same seed until it fails or N runs pass")
+    repro.add_argument("what", help="a replay line (as printed by a failure), or a case id")
+    repro.add_argument("--times", type=int, default=5, metavar="N", help="passing runs before giving up (default 5)")
+    repro.add_argument("--seed", type=int, help="seed, when WHAT is a bare case id")
+    repro.add_argument("--report-dir", default="reports", metavar="DIR")
+
+    serve = sub.add_parser("serve", help="run the reference server in the foreground (Ctrl+C to stop)")
+    serve.add_argument("server_args", nargs=argparse.REMAINDER,
+                       help="reference server flags, e.g. --port 8765 --fault leak_tasks")
+
+    cmp_ = sub.add_parser("compare", help="compare two runs and flag regressions")
+    cmp_.add_argument("base", help="the baseline run (directory or results.json)")
+    cmp_.add_argument("new", help="the new run (directory or results.json)")
+    cmp_.add_argument("--tolerance", type=float, default=0.2, help="relative change that counts (default 0.2)")
+    cmp_.add_argument("--markdown", action="store_true", help="print Markdown on stdout")
+
+    rep = sub.add_parser("report", help="render a saved run again (Markdown, JUnit, HTML)")
+    rep.add_argument("run", help="a run directory or results.json")
+    rep.add_argument("--baseline", metavar="RUN", help="a baseline run to show beside it")
+
+    sub.add_parser("list", help="list the scenario cases")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .report import make_console
+
+    console = make_console()
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help(sys.stderr)
+            return int(ExitCode.USAGE_ERROR)
+        handler = {"run": cmd_run, "repro": cmd_repro, "serve": cmd_serve, "compare": cmd_compare,
+                   "report": cmd_report, "list": cmd_list}[args.command]
+        return int(handler(args, console))
+    except UsageError as exc:
+        console.print(Text(str(exc), style="red"))
+        return int(ExitCode.USAGE_ERROR)
+    except KeyboardInterrupt:
+        console.print(Text("wschaos: interrupted", style="yellow"))
+        return int(ExitCode.INTERRUPTED)
+    except ValueError as exc:  # TargetError, ResultsError, KnownFailuresError: all name their source
+        console.print(Text(f"wschaos: {exc}", style="red"))
+        return int(ExitCode.USAGE_ERROR)
+
+
+def _gate_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .known_failures import load_known
+    from .runner import GateOptions
+    from .target import load_target, target_from_cmd
+    from .timing import time_factor
+
+    time_factor()  # a bad WSCHAOS_TIME_FACTOR is a usage error before anything starts
+    if args.target and args.target_cmd:
+        raise UsageError("wschaos run: give --target or --target-cmd, not both")
+    # Validate the target here so a bad file is one clear line, not a failed pytest session.
+    if args.target:
+        load_target(args.target, allow_remote=args.allow_remote)
+    if args.target_cmd:
+        target_from_cmd(args.target_cmd, allow_remote=args.allow_remote)
+    if args.fault and (args.target or args.target_cmd):
+        raise UsageError("wschaos run: --fault applies to the embedded reference server only")
+    if args.fault:
+        from reference_server.faults import FAULT_NAMES as FAULTS
+
+        bad = [f for f in args.fault if f not in FAULTS]
+        if bad:
+            raise UsageError(f"wschaos run: unknown fault {', '.join(bad)}; known: {', '.join(sorted(FAULTS))}")
+    known_path = args.known_failures or ("wschaos-known-failures.toml" if Path("wschaos-known-failures.toml").is_file() else None)
+    repeat = args.repeat if args.repeat is not None else (3 if args.profile == "release" else 1)
+    if repeat < 1:
+        raise UsageError("wschaos run: --repeat must be at least 1")
+    return GateOptions(
+        target_file=args.target, target_cmd=args.target_cmd, faults=list(args.fault),
+        python_probe=args.python_probe, allow_remote=args.allow_remote, seed=args.seed,
+        profile=args.profile, cases=list(args.case), repeat=repeat, report_root=Path(args.report_dir),
+        known=load_known(known_path) if known_path else None,
+        baseline=Path(args.baseline) if args.baseline else None,
+    )
+
+
+def cmd_run(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    from .runner import print_summary, run_gate
+
+    opts = _gate_options(args)
+    result = run_gate(opts, console)
+    print_summary(result, console)
+    if args.json:
+        summary = {"run_dir": str(result.run_dir), "exit_code": int(result.decision.code),
+                   "status": result.decision.code.name, "seed": result.run.seed, **result.run.summary,
+                   "reasons": result.decision.reasons}
+        print(json.dumps(summary, indent=1))
+    return result.decision.code
+
+
+def _parse_replay(what: str, seed: int | None) -> list[str]:
+    """``wschaos run --case X --seed N ...`` (or a bare case id) as run arguments."""
+    try:
+        words = shlex.split(what)
+    except ValueError as exc:
+        raise UsageError(f"wschaos repro: cannot read {what!r}: {exc}") from None
+    if words[:2] == ["wschaos", "run"]:
+        words = words[2:]
+    elif words[:1] == ["run"]:
+        words = words[1:]
+    elif len(words) == 1:
+        case = words[0].split("::", 1)[0]  # a check id names its case before "::"
+        words = ["--case", case] + (["--seed", str(seed)] if seed is not None else [])
+    else:
+        raise UsageError("wschaos repro: give a replay line ('wschaos run --case ... --seed ...') or a case id")
+    if "--seed" not in words:
+        raise UsageError("wschaos repro: the case needs a seed to rerun exactly: add --seed N")
+    return words
+
+
+def cmd_repro(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    from .runner import print_summary, run_gate
+
+    words = _parse_replay(args.what, args.seed)
+    if args.times < 1:
+        raise UsageError("wschaos repro: --times must be at least 1")
+    run_args = build_parser().parse_args(["run", *words, "--report-dir", args.report_dir])
+    opts = _gate_options(run_args)
+    for attempt in range(1, args.times + 1):
+        result = run_gate(opts, console)
+        if result.decision.code != ExitCode.OK:
+            print_summary(result, console)
+            console.print(Text(f"reproduced on run {attempt} of {args.times}: {result.decision.code.name}", style="bold red"))
+            return result.decision.code
+        console.print(Text(f"run {attempt} of {args.times} passed ({result.run_dir})"))
+    console.print(Text(f"did not reproduce: {args.times} runs passed with seed {opts.seed}", style="green"))
+    return ExitCode.OK
+
+
+def cmd_serve(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    argv = [a for a in args.server_args if a != "--"]
+    # exec: Ctrl+C and SIGTERM reach the server itself, as they would in production.
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "reference_server", *argv])
+    return ExitCode.INTERNAL_ERROR  # pragma: no cover - exec does not return
+
+
+def cmd_compare(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    from .compare import compare
+    from .results import load_run
+
+    comparison = compare(load_run(args.base), load_run(args.new), tolerance=args.tolerance)
+    if args.markdown:
+        print(comparison.to_markdown())
+    else:
+        comparison.render_console(console)
+    return ExitCode.OK if comparison.ok else ExitCode.CHECKS_FAILED
+
+
+def cmd_report(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    from .report import render_console
+    from .results import load_run
+    from .runner import write_outputs
+
+    run = load_run(args.run)
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    write_outputs(run, run_dir, baseline=Path(args.baseline) if args.baseline else None)
+    render_console(run, console)
+    console.print(Text(f"wrote {run_dir / 'summary.md'}, {run_dir / 'junit.xml'}, {run_dir / 'report.html'}"))
+    return ExitCode.OK
+
+
+def cmd_list(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+    from .scenario import load_scenarios
+
+    for case in load_scenarios():
+        first = case.doc.splitlines()[0] if case.doc else ""
+        print(f"{case.id}\t{first}")
+    return ExitCode.OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Run the gate: pytest underneath, live progress on stderr, one RunResult at the end.
+
+``run_gate`` runs ``scenarios/test_gate.py`` in-process through ``pytest.main``
+with the wschaos plugin, collects every case's outcome, and writes the run
+directory: ``results.json``, ``summary.md``, ``junit.xml``, ``report.html``
+and each case's history and target logs. The run directory is written even
+when the run is interrupted, with the status saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from rich.text import Text
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .gate import Decision, ExitCode, decide
+from .known_failures import KnownFailures, apply_known
+from .report import print_failures, render_console, to_junit, to_markdown
+from .report_html import write_html
+from .results import CaseResult, RunResult, TargetInfo, load_run, new_run_dir, save_run, utc_now_iso
+from .scenario import CaseOutcome
+from .timing import FACTOR
+
+__all__ = ["GateOptions", "GateRun", "run_gate"]
+
+GATE_MODULE = Path(__file__).resolve().parent.parent / "scenarios" / "test_gate.py"
+
+
+@dataclass
+class GateOptions:
+    target_file: str | None = None
+    target_cmd: str | None = None
+    faults: list[str] = field(default_factory=list)
+    python_probe: bool = False
+    allow_remote: bool = False
+    seed: int | None = None
+    profile: str = "gate"
+    cases: list[str] = field(default_factory=list)
+    repeat: int = 1
+    report_root: Path = Path("reports")
+    known: KnownFailures | None = None
+    baseline: Path | None = None
+    verbose: bool = False
+
+
+@dataclass
+class GateRun:
+    run: RunResult
+    run_dir: Path
+    decision: Decision
+
+
+class _Collector:
+    """Receives outcomes and drives the progress display; one per pytest session."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self.console = console
+        self.label = label
+        self.outcomes: list[CaseOutcome] = []
+        self.settings: Any = None
+        self.collect_errors: list[str] = []
+        self.total = 0
+        self.done = 0
+        self.started = time.monotonic()
+        self.live = console.is_terminal and not os.environ.get("CI")
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    # pytest hooks -------------------------------------------------------------
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors.append(str(report.longrepr))
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.total = len(session.items)
+        if self.live:
+            self.progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.console, transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=self.total)
+        else:
+            self.console.print(f"wschaos: {self.label}: {self.total} cases")
+
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        case = nodeid.split("[", 1)[1][:-1] if "[" in nodeid else nodeid
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"{self.label}: {case}")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call" and not (report.when == "setup" and not report.passed):
+            return
+        self.done += 1
+        case = report.nodeid.split("[", 1)[1][:-1] if "[" in report.nodeid else report.nodeid
+        word = "PASS" if report.passed else "SKIP" if report.skipped else "FAIL"
+        style = {"PASS": "green", "SKIP": "yellow", "FAIL": "bold red"}[word]
+        elapsed = time.monotonic() - self.started
+        # Text, not markup: "[ctrl_c-idle]" in a case id would be read as a style tag.
+        line = Text.assemble((f"{word:4}", style), f" {case} ({report.duration:.1f}s, {self.done}/{self.total}, "
+                             f"{elapsed:.0f}s elapsed)")
+        if self.progress is not None:
+            self.progress.console.print(line)
+            self.progress.advance(self.task)
+        else:
+            self.console.print(line)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        from .plugin import SETTINGS_KEY
+
+        self.settings = session.config.stash.get(SETTINGS_KEY, None)
+        if self.settings is not None:
+            self.outcomes = list(self.settings.outcomes)
+
+
+def _pytest_args(opts: GateOptions, run_dir: Path, seed: int) -> list[str]:
+    args = [
+        str(GATE_MODULE),
+        "-p", "no:cacheprovider", "-p", "no:terminal",
+        "-o", "addopts=", "-o", "timeout_method=signal",
+        "--timeout", "900",
+        "--rootdir", str(GATE_MODULE.parent),
+        "--wschaos-run-dir", str(run_dir),
+        "--wschaos-seed", str(seed),
+        "--wschaos-profile", opts.profile,
+    ]
+    if opts.target_file:
+        args += ["--wschaos-target", opts.target_file]
+    if opts.target_cmd:
+        args += ["--wschaos-target-cmd", opts.target_cmd]
+    for f in opts.faults:
+        args += ["--wschaos-fault", f]
+    for c in opts.cases:
+        args += ["--wschaos-case", c]
+    if opts.python_probe:
+        args.append("--wschaos-python-probe")
+    if opts.allow_remote:
+        args.append("--wschaos-allow-remote")
+    return args
+
+
+def run_gate(opts: GateOptions, console: Console) -> GateRun:
+    """Run the selected cases ``opts.repeat`` times; write the run directory; decide."""
+    import random
+
+    seed = opts.seed if opts.seed is not None else random.SystemRandom().randrange(1, 2**31)
+    run_dir = new_run_dir(opts.report_root)
+    started = time.monotonic()
+    run = RunResult(
+        run_id=run_dir.name,
+        started_at=utc_now_iso(),
+        target=TargetInfo(name="?"),
+        seed=seed,
+        profile=opts.profile,
+        time_factor=FACTOR,
+    )
+    save_run(run, run_dir)  # status "running": a harness that dies leaves that behind, not nothing
+    status = "complete"
+    try:
+        for i in range(opts.repeat):
+            label = f"run {i + 1}/{opts.repeat}" if opts.repeat > 1 else "gate"
+            collector = _Collector(console, label)
+            code = pytest.main(_pytest_args(opts, run_dir, seed + i), plugins=[collector])
+            if collector.settings is not None:
+                run.target = TargetInfo.from_target(collector.settings.target)
+            run.cases += [CaseResult.from_outcome(o, repeat=i, run_dir=run_dir) for o in collector.outcomes]
+            if collector.collect_errors:
+                for err in collector.collect_errors:
+                    console.print(Text("error collecting the scenarios:\n" + err, style="red"))
+                status = "error"
+                break
+            if code == pytest.ExitCode.INTERRUPTED:
+                status = "interrupted"
+                break
+            if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
+                status = "error"
+                break
+    except KeyboardInterrupt:
+        status = "interrupted"
+    run.status = status
+    run.duration_s = time.monotonic() - started
+    if opts.known is not None:
+        run = apply_known(run, opts.known)
+    decision = decide(run)
+    run.exit_code = int(decision.code)
+    write_outputs(run, run_dir, baseline=opts.baseline)
+    return GateRun(run, run_dir, decision)
+
+
+def write_outputs(run: RunResult, run_dir: Path, *, baseline: Path | None = None) -> None:
+    """results.json, summary.md, junit.xml and report.html, all from the one RunResult."""
+    save_run(run, run_dir)
+    base = load_run(baseline) if baseline is not None else None
+    comparison = None
+    if base is not None:
+        from .compare import compare
+
+        comparison = compare(base, run)
+    (run_dir / "summary.md").write_text(to_markdown(run, comparison=comparison), encoding="utf-8")
+    (run_dir / "junit.xml").write_text(to_junit(run), encoding="utf-8")
+    write_html(run, run_dir / "report.html", baseline=base)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(to_markdown(run, comparison=comparison) + "\n")
+
+
+def print_summary(result: GateRun, console: Console) -> None:
+    """The table, then one line per check needing attention with its replay command."""
+    render_console(result.run, console)
+    print_failures(result.run, console)
+    console.print(Text(f"run directory: {result.run_dir}"))

@@ -166,6 +166,7 @@ class ChatClient:
         self._thread = threading.Thread(target=self._run_loop, name=LOOP_THREAD_NAME, daemon=False)
         self._main_ident = threading.main_thread().ident
         self._stop: asyncio.Event | None = None
+        self._main_task: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[str] | None = None
         self._chunks: dict[str, int] = {}
 
@@ -173,6 +174,9 @@ class ChatClient:
 
     def start(self, timeout: float = OPEN_TIMEOUT_S + 1) -> str:
         """Connect and wait for SESSION_READY; the session id."""
+        # Created before the loop runs anywhere, so close() can always reach it,
+        # even while the connection is still being opened.
+        self._main_task = self._loop.create_task(self._main())
         self._thread.start()
         if not self._ready.wait(timeout):
             raise ConnectError(f"no SESSION_READY from {self.url} within {timeout:g} s")
@@ -199,9 +203,9 @@ class ChatClient:
     def close(self, timeout: float = JOIN_TIMEOUT_S) -> bool:
         """Stop the loop thread: close frame, tasks finished, loop closed. True when it stopped."""
         self.closing = True
-        if self._thread.is_alive() and self._stop is not None:
+        if self._thread.is_alive():
             with contextlib.suppress(RuntimeError):  # the loop already closed itself
-                self._loop.call_soon_threadsafe(self._stop.set)
+                self._loop.call_soon_threadsafe(self._request_stop)
         if self._thread.ident is not None:
             self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -223,11 +227,21 @@ class ChatClient:
 
     # -- loop thread ---------------------------------------------------------
 
+    def _request_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if self.session_id is None and self._main_task is not None:
+            # Still connecting: a handshake can take open_timeout; quit cannot wait.
+            self._main_task.cancel()
+
     def _run_loop(self) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
+        assert self._main_task is not None
         try:
-            loop.run_until_complete(self._main())
+            loop.run_until_complete(self._main_task)
+        except asyncio.CancelledError:
+            pass  # close() while connecting
         finally:
             # Whatever is left (nothing, when _main did its job) is cancelled and
             # awaited, so no "Task was destroyed but it is pending" at exit.
@@ -424,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGUSR1, on_server_gone)
     try:
+        client.say(f"CONNECTING {args.url}")
         client.start()
         rc = _menu(client)
     except ConnectError as exc:

@@ -106,7 +106,7 @@ def pause_transport(connection: Any) -> Callable[[], Any]:
     :func:`resume_transport`.
     """
     assembler = connection.recv_messages
-    saved: Callable[[], Any] = assembler.resume
+    saved: Callable[[], Any] = getattr(assembler, "resume", _noop)
     assembler.resume = _noop
     connection.transport.pause_reading()
     return saved
@@ -117,7 +117,7 @@ def resume_transport(connection: Any, saved: Callable[[], Any]) -> None:
     assembler.resume = saved
     transport = connection.transport
     # Keep the pause websockets itself wants when its queue is still full.
-    if not transport.is_closing() and not assembler.paused:
+    if not transport.is_closing() and not getattr(assembler, "paused", False):
         transport.resume_reading()
 
 

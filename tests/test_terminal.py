@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 
 import psutil
 import pytest
 
+from harness.proctree import is_gone
 from harness.terminal import (
     ClientGone,
     ExpectTimeout,
@@ -20,7 +22,7 @@ from harness.terminal import (
     drive_menu,
     py_spy_path,
 )
-from harness.timing import scaled
+from harness.timing import Deadline, scaled
 
 #: Generous bounds for a loaded 2-core machine: these are not what is tested.
 START = scaled(15)
@@ -39,9 +41,18 @@ def session():
     assert cleanup.survivors == [], f"unkillable: {cleanup.survivors}"
 
 
-def assert_gone(*pids: int) -> None:
-    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert alive == [], f"still running: {alive}"
+def assert_gone(*pids: int, within: float = WAIT) -> None:
+    """Each pid ends within the bound (a zombie counts as ended: only its parent can reap it)."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    deadline = Deadline.after(within)
+    while (alive := [p.pid for p in procs if not is_gone(p)]) and not deadline.expired():
+        time.sleep(0.01)  # a bounded poll on process state; nothing to wait on for a non-child
+    assert alive == [], f"still running {within:.1f} s later: {alive}"
 
 
 def test_expect_and_transcript(session):

@@ -233,6 +233,44 @@ def _child_setup(with_pty: bool, parent_pid: int) -> Callable[[], None]:
     return setup
 
 
+# With a pty the terminal needs a session leader that outlives the target: when
+# a session leader with a controlling terminal exits, the kernel hangs the
+# terminal up and SIGHUPs its foreground group, which would kill every helper
+# the target leaked and hide it from the survivor check. A person's shell is
+# that leader; this shim plays the shell: it forks the target into its own
+# foreground process group, reports its pid and the instant it is reaped
+# (CLOCK_MONOTONIC is system-wide), and stays until the harness lets it go.
+_PTY_LEADER = r"""
+import ctypes, os, signal, sys, time
+status_fd, control_fd, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
+    signal.signal(sig, signal.SIG_IGN)
+go_r, go_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(go_w)
+    os.read(go_r, 1)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
+        signal.signal(sig, signal.SIG_DFL)
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
+    os.close(status_fd); os.close(control_fd)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(2, f"wschaos: cannot start {argv[0]!r}: {exc}\n".encode())
+        os._exit(127)
+os.setpgid(pid, pid)
+os.tcsetpgrp(0, pid)
+os.write(status_fd, f"pid {pid}\n".encode())
+os.write(go_w, b"x")
+_, status = os.waitpid(pid, 0)
+os.write(status_fd, f"exit {status} {time.monotonic_ns()}\n".encode())
+os.close(status_fd)
+while os.read(control_fd, 64):
+    pass
+"""
+
+
 def _free_port(host: str) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -305,6 +343,10 @@ class Supervisor:
         self._popen: subprocess.Popen[bytes] | None = None
         self._proc: psutil.Process | None = None
         self._master: int | None = None
+        #: The session: the target's pid, or with a pty the leader shim's.
+        self._sid = 0
+        self._leader_pid: int | None = None
+        self._control_w: int | None = None
         self._guard: subprocess.Popen[bytes] | None = None
         self._guard_pipe: int | None = None
         self._cleanup: CleanupReport | None = None
@@ -383,33 +425,54 @@ class Supervisor:
         return env
 
     def _run_child(self, spawned: Future[None]) -> None:
-        """The dedicated thread: fork the target, pump nothing, wait for it, stamp its exit."""
+        """The dedicated thread: fork the target, wait for it, stamp its exit."""
         slave: int | None = None
+        fds: list[int] = []
         try:
+            argv: list[str] = self.argv
+            pass_fds: tuple[int, ...] = ()
             if self.use_pty:
                 self._master, slave = os.openpty()
+                status_r, status_w = os.pipe()
+                control_r, self._control_w = os.pipe()
+                fds = [status_r, status_w, control_r]
+                pass_fds = (status_w, control_r)
+                argv = [sys.executable, "-I", "-c", _PTY_LEADER, str(status_w), str(control_r), *self.argv]
             self._popen = subprocess.Popen(
-                self.argv,
+                argv,
                 stdin=slave if slave is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=self.target.cwd,
                 env=self.env,
                 start_new_session=True,
+                pass_fds=pass_fds,
                 preexec_fn=_child_setup(self.use_pty, os.getpid()),
             )
         except BaseException as exc:
-            for fd in (slave, self._master):
+            for fd in (slave, self._master, self._control_w, *fds):
                 if fd is not None:
                     with contextlib.suppress(OSError):
                         os.close(fd)
-            self._master = None
+            self._master = self._control_w = None
             spawned.set_exception(exc)
             return
-        if slave is not None:
-            os.close(slave)  # only the child holds the slave: EIO on the master at its exit
         popen = self._popen
-        self.pid = popen.pid
+        self._sid = popen.pid
+        status = None
+        if self.use_pty:
+            os.close(slave)  # type: ignore[arg-type]  # only the child holds the slave now
+            os.close(fds[1])
+            os.close(fds[2])
+            status = os.fdopen(fds[0], "rb")
+            first = status.readline().split()
+            if len(first) == 2 and first[0] == b"pid":
+                self._leader_pid = popen.pid
+                self.pid = int(first[1])
+            else:  # the leader died before forking: report it as the target
+                self.pid = popen.pid
+        else:
+            self.pid = popen.pid
         with contextlib.suppress(psutil.Error):
             self._proc = psutil.Process(self.pid)
         assert popen.stdout is not None and popen.stderr is not None
@@ -422,14 +485,29 @@ class Supervisor:
         with _LIVE_LOCK:
             _LIVE[id(self)] = self
         spawned.set_result(None)
-        rc = popen.wait()
-        self.exited_ns = now_ns()
+        if status is None:
+            rc = popen.wait()
+            exited_ns = now_ns()
+        else:
+            with status:
+                last = status.readline().split()
+            if len(last) == 3 and last[0] == b"exit":
+                rc = os.waitstatus_to_exitcode(int(last[1]))
+                exited_ns = int(last[2])
+            else:  # the leader was killed first (SIGKILL): the target went with it
+                popen.wait()
+                exited_ns, rc = now_ns(), -signal.SIGKILL
+        self.exited_ns = exited_ns
         self.returncode = rc
         self._exited.set()
         if self.history is not None:
             self.history.observe(
                 "supervisor", "exit", t_ns=self.exited_ns, pid=self.pid, returncode=rc, name=self.name
             )
+        if status is not None:
+            # Stay until the leader exits: its PR_SET_PDEATHSIG fires when this
+            # thread ends, and it must outlive the target (see _PTY_LEADER).
+            popen.wait()
 
     # -- output ----------------------------------------------------------------
     def _start_reader(self, stream: str, fd: int, path: Path) -> None:
@@ -726,7 +804,7 @@ class Supervisor:
         """Stacks, tree, sockets and asyncio tasks of the tree, saved to ``<name>.forensics.txt``."""
         from .forensics import collect_forensics
 
-        procs = proctree.collect_tree(self._root(), sid=self.pid or None, marker=self._token, exclude=self._guard_pids())
+        procs = proctree.collect_tree(self._root(), sid=self._sid or None, marker=self._token, exclude=self._own_pids())
         return await collect_forensics(
             procs,
             reason=reason,
@@ -742,8 +820,12 @@ class Supervisor:
             return None
         return self._proc or self.pid
 
-    def _guard_pids(self) -> set[int]:
-        return {self._guard.pid} if self._guard is not None else set()
+    def _own_pids(self) -> set[int]:
+        """The guard and the pty's leader shim: the harness's helpers, not the target's tree."""
+        pids = {self._guard.pid} if self._guard is not None else set()
+        if self._leader_pid is not None:
+            pids.add(self._leader_pid)
+        return pids
 
     # -- the guard -------------------------------------------------------------
     def _start_guard(self) -> None:
@@ -754,7 +836,7 @@ class Supervisor:
             self._guard = subprocess.Popen(
                 [
                     sys.executable, "-I", str(Path(__file__).with_name("_guard.py")),
-                    "--pid", str(self.pid), "--sid", str(self.pid), "--marker", self._token,
+                    "--pid", str(self.pid), "--sid", str(self._sid), "--marker", self._token,
                 ],
                 stdin=r,
                 stdout=subprocess.DEVNULL,
@@ -786,6 +868,20 @@ class Supervisor:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._guard.wait(timeout)
 
+    def _release_leader(self, timeout: float) -> None:
+        """Let the pty's leader shim exit now that the tree is stopped, and reap it."""
+        if self._control_w is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._control_w)
+            self._control_w = None
+        if self._leader_pid is not None and self._popen is not None:
+            try:
+                self._popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._popen.wait(timeout)
+
     # -- stop ------------------------------------------------------------------
     async def stop(self, term_timeout: float | None = None) -> CleanupReport:
         """Stop the whole tree leaves-first (idempotent, bounded) and report what was left."""
@@ -808,15 +904,18 @@ class Supervisor:
             if was_running:
                 self._killed_by_harness = True
             procs = proctree.collect_tree(
-                self._root(), sid=self.pid, marker=self._token, exclude=self._guard_pids()
+                self._root(), sid=self._sid, marker=self._token, exclude=self._own_pids()
             )
-            # Whatever of the tree is alive once the target has exited by itself outlived it.
+            # Whatever of the tree is alive once the target has exited by itself outlived it;
+            # and whether one of them still holds the port is judged before they are killed.
             survivors = [] if was_running else [proctree.describe(p) for p in procs]
+            port_free_at_exit = _port_free(self.host, self.port) if self.port and not was_running else None
             stopped, unkillable = proctree.stop_procs(
-                procs, term_timeout=term, kill_timeout=kill, own_pid=self.pid, wait_own=self._exited.wait_sync
+                procs, term_timeout=term, kill_timeout=kill, own_pid=None if self._leader_pid else self.pid,
+                wait_own=self._exited.wait_sync,
             )
             # A second sweep for anything forked while the first was being stopped.
-            late = proctree.collect_tree(None, sid=self.pid, marker=self._token, exclude=self._guard_pids())
+            late = proctree.collect_tree(None, sid=self._sid, marker=self._token, exclude=self._own_pids())
             if late:
                 s2, unkillable = proctree.stop_procs(late, term_timeout=scaled(0.2), kill_timeout=kill)
                 stopped += s2
@@ -825,6 +924,7 @@ class Supervisor:
             self._exited.wait_sync(kill)
             for s in ("stdout", "stderr", "tty"):
                 self._eof[s].wait_sync(scaled(0.5))
+            self._release_leader(kill)
             if self._master is not None:
                 with contextlib.suppress(OSError):
                     os.close(self._master)
@@ -834,7 +934,9 @@ class Supervisor:
                         with contextlib.suppress(OSError):
                             f.close()
             self._release_guard(scaled(2.0))
-            port_free = _port_free(self.host, self.port) if self.port else None
+            port_free = port_free_at_exit
+            if port_free is None and self.port:
+                port_free = _port_free(self.host, self.port)
             self._cleanup = CleanupReport(
                 survivors=[i.as_dict() for i in survivors],
                 killed=[i.as_dict() for i in stopped],

@@ -191,25 +191,32 @@ def _helper_pids(sup: Supervisor) -> dict[str, int]:
     return pids
 
 
-async def _start_forker(tmp_path: Path) -> Supervisor:
-    sup = Supervisor(program("forker"), tmp_path)
+async def _start_forker(tmp_path: Path, pty: bool = False) -> Supervisor:
+    sup = Supervisor(program("forker"), tmp_path, pty=pty)
     await sup.start()
     for role in ("child", "grandchild", "escapee"):
         await sup.wait_for_output(f"^UP {role} ", scaled(10))
     return sup
 
 
-def test_helpers_that_outlive_the_parent_are_survivors(tmp_path):
-    """The parent exits 0 on SIGTERM; its child, grandchild and a setsid'd helper are reported and killed."""
+@pytest.mark.parametrize("how", ["kill", "pty"])
+def test_helpers_that_outlive_the_parent_are_survivors(tmp_path, how):
+    """The parent exits 0 on SIGTERM or Ctrl+C; its child (holding the port), grandchild and a
+    setsid'd helper are reported and killed. On a pty the terminal stays up after the target
+    exits, as a person's shell keeps it, so no hangup hides the helpers."""
 
     async def main():
-        sup = await _start_forker(tmp_path)
-        sup.send_signal(signal.SIGTERM)
+        sup = await _start_forker(tmp_path, pty=(how == "pty"))
+        if how == "pty":
+            sup.ctrl_c()
+        else:
+            sup.send_signal(signal.SIGTERM)
         report = await sup.wait_exit(scaled(5))
         return sup, report, await sup.stop()
 
     sup, report, cleanup = run(main())
     assert report is not None and report.classification == "clean"
+    assert cleanup.port_free is False  # the child inherited the listening socket
     helpers = _helper_pids(sup)
     assert {s["pid"] for s in cleanup.survivors} == set(helpers.values())
     assert set(helpers.values()) <= {k["pid"] for k in cleanup.killed}
@@ -227,7 +234,7 @@ def test_stopping_a_running_tree_kills_everything_without_survivors(tmp_path):
 
     sup, cleanup = run(main())
     helpers = _helper_pids(sup)
-    assert cleanup.survivors == []
+    assert cleanup.survivors == [] and cleanup.port_free is True
     assert {sup.pid, *helpers.values()} <= {k["pid"] for k in cleanup.killed}
     assert sup.exit_report is not None and sup.exit_report.classification == "hung"
     assert_tree_gone(sup)

@@ -1,0 +1,93 @@
+"""The fake OpenAI-compatible upstream: SSE format, records, prompt close detection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+
+import aiohttp
+
+from _refproc import ROOT, run
+from harness.fake_upstream import FakeUpstream
+
+
+async def _post(session: aiohttp.ClientSession, up: FakeUpstream, **body: object) -> aiohttp.ClientResponse:
+    return await session.post(up.base_url + "/chat/completions",
+                              json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}], **body})
+
+
+def test_streams_sse_chunks_then_done_and_records_completion():
+    """Each token is a data: line with choices[0].delta.content, then data: [DONE]."""
+
+    async def body():
+        async with FakeUpstream(tokens=5, token_delay_ms=1) as up, aiohttp.ClientSession() as s:
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", up.base_url)
+            resp = await _post(s, up)
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            lines = [ln.decode().strip() async for ln in resp.content if ln.strip()]
+            assert lines[-1] == "data: [DONE]"
+            deltas = [json.loads(ln[6:])["choices"][0]["delta"]["content"] for ln in lines[:-1]]
+            assert deltas == ["t0 ", "t1 ", "t2 ", "t3 ", "t4 "]
+            rec = await up.wait_stream_closed(0, 5)
+            assert rec is not None and rec.completed and not rec.closed_by_client
+            assert rec.tokens_sent == 5 and rec.prompt == "hi" and rec.closed_ns >= rec.started_ns
+
+    run(body())
+
+
+def test_client_close_is_recorded_promptly():
+    """Closing the response mid-stream is stamped within 200 ms, as closed_by_client."""
+
+    async def body():
+        async with FakeUpstream(tokens=1000, token_delay_ms=50) as up, aiohttp.ClientSession() as s:
+            resp = await _post(s, up)
+            await resp.content.readline()
+            assert await up.wait_streams(1, 5)
+            t0 = time.monotonic_ns()
+            resp.close()
+            rec = await up.wait_stream_closed(0, 2)
+            assert rec is not None and rec.closed_by_client and not rec.completed
+            assert (rec.closed_ns - t0) / 1e6 < 200
+            assert rec.tokens_sent < 1000
+
+    run(body())
+
+
+def test_non_streaming_request_is_refused():
+    """Only stream=true is served."""
+
+    async def body():
+        async with FakeUpstream() as up, aiohttp.ClientSession() as s:
+            resp = await _post(s, up, stream=False)
+            assert resp.status == 400
+            assert up.streams == []
+
+    run(body())
+
+
+def test_thread_runner_and_cli():
+    """start_in_thread()/stop() serves synchronous callers; the CLI prints LISTENING."""
+    up = FakeUpstream(tokens=2, token_delay_ms=0).start_in_thread()
+    try:
+        async def body():
+            async with aiohttp.ClientSession() as s:
+                resp = await _post(s, up)
+                await resp.read()
+            rec = await up.wait_stream_closed(0, 5)
+            assert rec is not None and rec.completed
+
+        run(body())
+    finally:
+        up.stop()
+    proc = subprocess.Popen([sys.executable, "-m", "harness.fake_upstream", "--port", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert re.fullmatch(r"LISTENING 127\.0\.0\.1:\d+\n", line)
+    finally:
+        proc.kill()
+        proc.wait(10)

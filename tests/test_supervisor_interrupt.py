@@ -29,9 +29,10 @@ from harness.timing import scaled
 PROGRAMS = Path(__file__).parent / "fixtures" / "programs"
 
 
-def _start_harness(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str], queue.Queue[str]]:
+def _start_harness(tmp_path: Path, pty: bool) -> tuple[subprocess.Popen[str], dict[str, str], queue.Queue[str]]:
     proc = subprocess.Popen(
-        [sys.executable, str(PROGRAMS / "harness_script.py"), str(tmp_path), str(PROGRAMS / "forker.py")],
+        [sys.executable, str(PROGRAMS / "harness_script.py"), str(tmp_path), str(PROGRAMS / "forker.py"),
+         *(["pty"] if pty else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -61,11 +62,11 @@ def _start_harness(tmp_path: Path) -> tuple[subprocess.Popen[str], dict[str, str
 
 
 def _wait_all_gone(info: dict[str, str], timeout: float) -> list[proctree.ProcInfo]:
-    pid, marker, guard = int(info["TARGET"]), info["MARKER"], int(info["GUARD"])
+    sid, marker, guard = int(info["SID"]), info["MARKER"], int(info["GUARD"])
     deadline = time.monotonic() + timeout
     left: list[proctree.ProcInfo] = []
     while time.monotonic() < deadline:
-        procs = proctree.collect_tree(None, sid=pid, marker=marker)
+        procs = proctree.collect_tree(None, sid=sid, marker=marker)
         left = [proctree.describe(p) for p in procs]
         guard_alive = psutil.pid_exists(guard) and not proctree.is_gone(psutil.Process(guard))
         if not left and not guard_alive:
@@ -76,13 +77,18 @@ def _wait_all_gone(info: dict[str, str], timeout: float) -> list[proctree.ProcIn
     return left
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_interrupted_harness_leaves_no_target_process(tmp_path, sig):
+@pytest.mark.parametrize(
+    ("sig", "pty"),
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGKILL, False), (signal.SIGKILL, True)],
+    ids=["SIGINT", "SIGTERM", "SIGKILL", "SIGKILL-pty"],
+)
+def test_interrupted_harness_leaves_no_target_process(tmp_path, sig, pty):
     """Whatever ends the harness, the target's whole tree (and the guard) ends with it."""
-    harness, info, _ = _start_harness(tmp_path)
-    pid, marker = int(info["TARGET"]), info["MARKER"]
-    before = proctree.collect_tree(None, sid=pid, marker=marker)
-    assert len(before) == 4  # parent, child, grandchild, escapee
+    harness, info, _ = _start_harness(tmp_path, pty)
+    sid, marker = int(info["SID"]), info["MARKER"]
+    before = proctree.collect_tree(None, sid=sid, marker=marker)
+    # parent, child, grandchild, escapee (and on a pty the leader shim)
+    assert len(before) == (5 if pty else 4)
     os.kill(harness.pid, sig)
     try:
         harness.wait(scaled(20))

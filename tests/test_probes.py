@@ -443,6 +443,41 @@ def test_probe_works_on_every_supported_python(python: str, procs: list[Proc], t
     assert_clean_exit(proc, socket_path=extra["WSCHAOS_PROBE_SOCKET"])
 
 
+TWO_LOOPS = textwrap.dedent("""
+    import asyncio, signal, threading, time
+    def stuck_loop():
+        async def sync_agent():
+            time.sleep(60)  # a sync call inside a coroutine: this loop never answers
+        asyncio.new_event_loop().run_until_complete(sync_agent())
+    threading.Thread(target=stuck_loop, name="agent-loop", daemon=True).start()
+    async def main():
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        print("LISTENING 127.0.0.1:0", flush=True)
+        await stop.wait()
+    asyncio.run(main())
+""")
+
+
+def test_python_probe_reports_each_loop_and_waits_one_bound_for_all(procs: list[Proc], tmp_path: Path) -> None:
+    """A healthy main loop and a blocked loop in a thread: both reported, in one lag bound."""
+    extra = python_probe_env(tmp_path)
+    proc = Proc([sys.executable, "-c", TWO_LOOPS], env={**os.environ, **extra})
+    procs.append(proc)
+    proc.wait_line("LISTENING ", scaled(15))
+    bound = scaled(0.3)
+    probe = PythonProbe(extra["WSCHAOS_PROBE_SOCKET"], lag_timeout=bound)
+    sample = asyncio.run(settle(probe, lambda s: len(s.data["loops"]) == 2 and s.data["blocked"], scaled(5)))
+    assert sample.ok, sample.error
+    by_thread = {lp["thread_name"]: lp for lp in sample.data["loops"]}
+    assert by_thread["agent-loop"]["blocked"] and by_thread["agent-loop"]["tasks_source"] == "best_effort"
+    assert [t["coro"] for t in by_thread["agent-loop"]["tasks"]] == ["stuck_loop.<locals>.sync_agent"]
+    assert not by_thread["MainThread"]["blocked"] and by_thread["MainThread"]["tasks_count"] == 1
+    assert sample.data["tasks"] == 2
+    assert sample.data["probe_ms"] < (bound + scaled(1)) * 1000
+    assert_clean_exit(proc, socket_path=extra["WSCHAOS_PROBE_SOCKET"])
+
+
 def test_settle_returns_the_last_sample_at_its_bound() -> None:
     """A condition that never holds ends at the bound with the last sample, not an exception."""
     calls: list[int] = []

@@ -160,65 +160,77 @@ def _collect_tasks(loop, stack_limit: int, max_tasks: int) -> tuple[int, list[di
     return len(tasks), [_task_info(t, stack_limit) for t in tasks[:max_tasks]]
 
 
-def _probe_loop(loop, thread_ident, req: dict) -> dict:
-    stack_limit = int(req.get("stack_limit", 5))
-    max_tasks = int(req.get("max_tasks", 200))
-    bound = float(req.get("lag_timeout_ms", 500)) / 1000.0
-    entry: dict = {
-        "id": hex(id(loop)),
-        "type": type(loop).__name__,
-        "thread_ident": thread_ident,
-        "running": bool(loop.is_running()),
-        "closed": bool(loop.is_closed()),
-        "blocked": False,
-        "lag_ms": None,
-        "tasks_count": None,
-        "tasks": [],
-        "tasks_source": None,
-    }
-    if not entry["running"] or entry["closed"]:
-        return entry
-    done = threading.Event()
-    box: dict = {"abandoned": False}
+class _LoopProbe:
+    """One loop's answer: a callback scheduled on it, then collected.
 
-    def on_loop() -> None:
+    Every loop's callback is scheduled before any is waited on, so several
+    blocked loops cost one lag bound in all, not one each.
+    """
+
+    def __init__(self, loop, thread_ident, req: dict) -> None:
+        self.loop = loop
+        self.stack_limit = int(req.get("stack_limit", 5))
+        self.max_tasks = int(req.get("max_tasks", 200))
+        self.done = threading.Event()
+        self.box: dict = {"abandoned": False}
+        self.sent = time.monotonic_ns()
+        self.entry: dict = {
+            "id": hex(id(loop)),
+            "type": type(loop).__name__,
+            "thread_ident": thread_ident,
+            "running": bool(loop.is_running()),
+            "closed": bool(loop.is_closed()),
+            "blocked": False,
+            "lag_ms": None,
+            "tasks_count": None,
+            "tasks": [],
+            "tasks_source": None,
+        }
+        self.scheduled = False
+        if self.entry["running"] and not self.entry["closed"]:
+            try:
+                loop.call_soon_threadsafe(self._on_loop)
+                self.scheduled = True
+            except Exception as exc:  # closed between the check and the call
+                self.entry["error"] = f"{type(exc).__name__}: {exc}"
+
+    def _on_loop(self) -> None:
         # Runs on the loop's own thread, where reading its tasks is safe.
         # It must never raise: the loop would log it as the target's error.
+        box = self.box
         try:
             box["ran_ns"] = time.monotonic_ns()
             if box["abandoned"]:
-                return
-            box["count"], box["tasks"] = _collect_tasks(loop, stack_limit, max_tasks)
+                return  # the loop was reported blocked; nobody waits for this any more
+            box["count"], box["tasks"] = _collect_tasks(self.loop, self.stack_limit, self.max_tasks)
         except Exception as exc:
             box["error"] = f"{type(exc).__name__}: {exc}"
         finally:
-            done.set()
+            self.done.set()
 
-    sent = time.monotonic_ns()
-    try:
-        loop.call_soon_threadsafe(on_loop)
-    except Exception as exc:  # closed between the check and the call
-        entry["error"] = f"{type(exc).__name__}: {exc}"
+    def finish(self, deadline: float) -> dict:
+        entry, box = self.entry, self.box
+        if not self.scheduled:
+            return entry
+        if self.done.wait(max(0.0, deadline - time.monotonic())):
+            entry["lag_ms"] = round((box["ran_ns"] - self.sent) / 1e6, 3)
+            entry["tasks_count"] = box.get("count")
+            entry["tasks"] = box.get("tasks", [])
+            entry["tasks_source"] = "loop"
+            if "error" in box:
+                entry["error"] = box["error"]
+            return entry
+        box["abandoned"] = True
+        entry["blocked"] = True
+        entry["lag_ms"] = round((time.monotonic_ns() - self.sent) / 1e6, 3)
+        try:
+            # The loop is stuck in a blocking call, so its task set is not
+            # changing much; reading it from here is the best that can be done.
+            entry["tasks_count"], entry["tasks"] = _collect_tasks(self.loop, self.stack_limit, self.max_tasks)
+            entry["tasks_source"] = "best_effort"
+        except Exception as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
         return entry
-    if done.wait(bound):
-        entry["lag_ms"] = round((box["ran_ns"] - sent) / 1e6, 3)
-        entry["tasks_count"] = box.get("count")
-        entry["tasks"] = box.get("tasks", [])
-        entry["tasks_source"] = "loop"
-        if "error" in box:
-            entry["error"] = box["error"]
-        return entry
-    box["abandoned"] = True
-    entry["blocked"] = True
-    entry["lag_ms"] = round((time.monotonic_ns() - sent) / 1e6, 3)
-    try:
-        # The loop is stuck in a blocking call, so its task set is not
-        # changing much; reading it from here is the best that can be done.
-        entry["tasks_count"], entry["tasks"] = _collect_tasks(loop, stack_limit, max_tasks)
-        entry["tasks_source"] = "best_effort"
-    except Exception as exc:
-        entry["error"] = f"{type(exc).__name__}: {exc}"
-    return entry
 
 
 def _threads(stack_limit: int) -> list[dict]:
@@ -258,6 +270,7 @@ def _gc_counts(names) -> dict:
 
 def handle_request(req: dict) -> dict:
     """Answer one request; pure data in, JSON-able data out."""
+    started = time.monotonic_ns()
     stack_limit = int(req.get("stack_limit", 5))
     resp: dict = {
         "ok": True,
@@ -266,10 +279,17 @@ def handle_request(req: dict) -> dict:
         "python": sys.version.split()[0],
         "errors": [],
     }
-    loops = []
+    pending: list[_LoopProbe] = []
     for loop, ident in list(_LOOPS.items()):
         try:
-            loops.append(_probe_loop(loop, ident, req))
+            pending.append(_LoopProbe(loop, ident, req))
+        except Exception as exc:
+            resp["errors"].append(f"loop: {type(exc).__name__}: {exc}")
+    deadline = time.monotonic() + float(req.get("lag_timeout_ms", 500)) / 1000.0
+    loops = []
+    for probe in pending:
+        try:
+            loops.append(probe.finish(deadline))
         except Exception as exc:
             resp["errors"].append(f"loop: {type(exc).__name__}: {exc}")
     running = [lp for lp in loops if lp["running"] and not lp["closed"]]
@@ -295,6 +315,8 @@ def handle_request(req: dict) -> dict:
             resp["gc"] = _gc_counts(req["gc_types"])
         except Exception as exc:
             resp["errors"].append(f"gc: {type(exc).__name__}: {exc}")
+    # What answering cost the target, so the probe's own overhead stays visible.
+    resp["probe_ms"] = round((time.monotonic_ns() - started) / 1e6, 3)
     return resp
 
 

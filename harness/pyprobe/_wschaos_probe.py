@@ -397,6 +397,12 @@ def start(path: str) -> bool:
             return False
         _STATE.update(path=path, pid=os.getpid(), ino=os.stat(path).st_ino)
         atexit.register(_cleanup)
+        try:
+            import _wschaos_fork  # a sibling on the same injected path
+
+            _wschaos_fork.install(THREAD_NAME)
+        except Exception:
+            pass
         t = threading.Thread(target=_serve, args=(sock,), name=THREAD_NAME, daemon=True)
         t.start()
         return True

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -25,16 +25,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DrainWatch",
+    "ScenarioError",
     "open_streams",
     "resource_snapshot",
     "settle_stats",
+    "start_stream",
     "stats_sample",
-    "wait_stats",
     "try_connect",
     "wait_first_chunk",
+    "wait_stats",
 ]
 
 LONG = {"chunks": 100000, "chunk_delay_ms": 10}
+
+
+class ScenarioError(RuntimeError):
+    """The target did not let a scenario set up its situation (the case reports unknown)."""
 
 
 async def wait_first_chunk(client: Client, request_id: str, timeout: float) -> bool:
@@ -45,14 +51,26 @@ async def wait_first_chunk(client: Client, request_id: str, timeout: float) -> b
     return frame is not None
 
 
+async def start_stream(client: Client, timeout: float, text: str = "stream", **options: Any) -> str:
+    """Send a request and wait for its first chunk; an ERROR or silence is a ScenarioError."""
+    rid = await client.request(text, **options)
+    frame = await client.wait_frame(
+        lambda f: f.request_id == rid and f.kind in ("chunk", "final", "error"), timeout
+    )
+    if frame is None:
+        raise ScenarioError(f"{client.name}: no chunk of {rid} within {timeout:g} s")
+    if frame.kind == "error":
+        raise ScenarioError(f"{client.name}: {rid} refused: {frame.code} {frame.message}")
+    return rid
+
+
 async def open_streams(
     ctx: Context, sup: Supervisor, n: int, *, options: dict[str, Any] | None = None, prefix: str = "s"
 ) -> list[tuple[Client, str]]:
     """n clients, each with one long request streaming (first chunk seen)."""
     opts = dict(LONG if options is None else options)
     clients = await ctx.clients(sup, n, prefix=prefix)
-    rids = await asyncio.gather(*(c.request("tell me a long story", **opts) for c in clients))
-    await asyncio.gather(*(wait_first_chunk(c, r, scaled(5)) for c, r in zip(clients, rids)))
+    rids = await asyncio.gather(*(start_stream(c, scaled(5), "tell me a long story", **opts) for c in clients))
     return list(zip(clients, rids))
 
 
@@ -106,7 +124,7 @@ class DrainWatch:
 
 async def stats_sample(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
     """One /stats sample, or the injected probe's view when the target has no /stats."""
-    from .probes import PythonProbe, StatsProbe, probe_address_from_env
+    from .probes import StatsProbe
 
     if ctx.target.stats_path:
         probe = StatsProbe(sup.http_base, ctx.target.stats_path, history=ctx.history)
@@ -116,13 +134,21 @@ async def stats_sample(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
             await probe.close()
         if s.ok:
             return s.data
-    if ctx.target.python_probe:
-        addr = probe_address_from_env(sup.env)
-        if addr:
-            s = await PythonProbe(addr, history=ctx.history).sample()
-            if s.ok:
-                return {"tasks": s.data.get("task_count"), "threads": s.data.get("thread_count")}
-    return None
+    return await python_view(ctx, sup)
+
+
+async def python_view(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
+    """Tasks and threads as the injected Python probe sees them, or None without the probe."""
+    from .probes import PythonProbe, probe_address_from_env
+
+    addr = probe_address_from_env(sup.env) if ctx.target.python_probe else None
+    if not addr:
+        return None
+    s = await PythonProbe(addr, history=ctx.history).sample()
+    if not s.ok:
+        return None
+    return {"tasks": s.data.get("tasks"), "threads": s.data.get("thread_count"),
+            "executor_threads": len(s.data.get("executor_threads") or [])}
 
 
 async def wait_stats(

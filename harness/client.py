@@ -98,6 +98,7 @@ class Client:
         ping_timeout: float | None = None,
         compression: str | None = None,
         keep_frames: bool = True,
+        send_timeout: float | None = None,
     ) -> None:
         check_loopback(url, where=f"client {name}", allow_remote=allow_remote)
         self.url = url
@@ -108,6 +109,7 @@ class Client:
         self.ready: Frame | None = None
         self.frames: list[Frame] = []
         self._keep_frames = keep_frames
+        self.send_timeout = send_timeout if send_timeout is not None else scaled(5)
         self._kw: dict[str, Any] = {
             "max_size": max_size,
             "open_timeout": open_timeout if open_timeout is not None else scaled(10),
@@ -297,7 +299,12 @@ class Client:
             self._end(op, "fail", error="connection closed")
             raise ConnectionLost(f"client {self.name}: connection closed; {op.kind} not sent")
         try:
-            await conn.send(data)
+            # A peer that stopped reading fills the socket buffers and would hold this
+            # send forever; the bound turns that into an answer.
+            await asyncio.wait_for(conn.send(data), self.send_timeout)
+        except asyncio.TimeoutError:
+            self._end(op, "unknown", error=f"send blocked for {self.send_timeout:g} s: the peer is not reading")
+            raise ClientTimeout(f"client {self.name}: {op.kind} could not be sent within {self.send_timeout:g} s") from None
         except ConnectionClosed as exc:
             # Whether the bytes left before the close is unknowable from here.
             self._end(op, "unknown", error=_describe(exc))

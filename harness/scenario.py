@@ -348,21 +348,29 @@ async def run_case(
     )
     started = time.monotonic()
     try:
-        try:
-            await asyncio.wait_for(case.fn(ctx, **ctx.params), scaled(case.timeout_s))
-        except NotApplicable as exc:
-            outcome.skipped = str(exc)
-        except asyncio.TimeoutError:
+        # The case runs as its own task so that its bound is told apart from a timeout
+        # raised inside it (a client's wait, which is a TimeoutError too).
+        task = asyncio.ensure_future(case.fn(ctx, **ctx.params))
+        done, _ = await asyncio.wait({task}, timeout=scaled(case.timeout_s))
+        if not done:
             stacks = await ctx.hang_forensics(f"{case.id} exceeded {scaled(case.timeout_s):.0f}s")
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, scaled(5))
             last = "; ".join(_op_line(r) for r in ctx.history.tail(5))
             ctx.check(unknown(
                 f"{case.scenario}.completed",
                 f"the scenario did not finish within {scaled(case.timeout_s):.0f} s; "
                 f"last operations: {last or 'none'}" + ("; stacks: " + " | ".join(stacks[:8]) if stacks else ""),
             ))
-        except Exception as exc:
-            outcome.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            ctx.check(unknown(f"{case.scenario}.completed", f"the scenario crashed: {type(exc).__name__}: {exc}"))
+        else:
+            try:
+                task.result()
+            except NotApplicable as exc:
+                outcome.skipped = str(exc)
+            except Exception as exc:
+                outcome.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                ctx.check(unknown(f"{case.scenario}.completed", f"the scenario crashed: {type(exc).__name__}: {exc}"))
     finally:
         await ctx.aclose()
     outcome.duration_s = time.monotonic() - started

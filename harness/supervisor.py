@@ -665,7 +665,9 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     check_loopback(host)
                     self.host = host
-            if not self.port:
+            if not self.port and "(?P<port>" in self.target.readiness.pattern:
+                # A pattern that promises a port must deliver one; a peer process or a
+                # client (no port group, no {port}) is ready without listening anywhere.
                 return f"ready line {m.string!r} named no port and the target has none"
             return None
         url = (r.url or "").replace("{port}", str(self.port)).replace("{host}", self.host)

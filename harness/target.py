@@ -225,7 +225,9 @@ def reference_target(
         env=dict(env or {}),
         limits=limits,
         python_probe=python_probe,
-        interactive_client=(sys.executable, "-m", "reference_server.client", "--url", "{url}"),
+        # Replies long enough (500 chunks x 20 ms) that a Ctrl+C lands while one streams.
+        interactive_client=(sys.executable, "-m", "reference_server.client", "--url", "{url}",
+                            "--chunks", "500", "--chunk-delay-ms", "20"),
     )
     return target.with_faults(*faults) if faults else target
 

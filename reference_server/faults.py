@@ -11,7 +11,9 @@ never-ending thread, growing handler hooks) live here, away from the server.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -53,6 +55,12 @@ FAULT_NAMES: tuple[str, ...] = (
     "bad_json_closes",
     "type_error_closes",
     "no_max_size",
+    "seq_gap",
+    "double_final",
+    "wrong_ack_status",
+    "crash_on_binary",
+    "wrong_error_code",
+    "global_send_lock",
 )
 
 
@@ -72,6 +80,8 @@ class Faults:
     leak_subscriptions = leak_session_table = leak_memory = handler_growth = False
     dup_events = stats_lie = no_keepalive = unbounded_buffer = False
     bad_json_closes = type_error_closes = no_max_size = False
+    seq_gap = double_final = wrong_ack_status = crash_on_binary = wrong_error_code = False
+    global_send_lock = False
 
     def __init__(self, names: Iterable[str] = ()) -> None:
         self.enabled: tuple[str, ...] = tuple(dict.fromkeys(names))
@@ -119,6 +129,17 @@ def run_frame_hooks(frame_text: str) -> None:
         hook(frame_text)  # type: ignore[operator]
 
 
+_SEND_LOCK: asyncio.Lock | None = None
+
+
+def shared_send_lock() -> asyncio.Lock:
+    """global_send_lock: the one lock every connection's writer takes (created on the loop)."""
+    global _SEND_LOCK
+    if _SEND_LOCK is None:
+        _SEND_LOCK = asyncio.Lock()
+    return _SEND_LOCK
+
+
 def start_nondaemon_thread() -> threading.Thread:
     """nondaemon_thread: a background thread nobody ever stops; exit joins it."""
     forever = threading.Event()
@@ -136,6 +157,11 @@ time.sleep(float(sys.argv[1]))
 """
 
 
+def _ignore_stop_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def spawn_orphan_child(listen_fd: int, lifetime_s: float = 300.0) -> subprocess.Popen[bytes]:
     """orphan_child: a helper process that inherits the listening socket.
 
@@ -146,6 +172,9 @@ def spawn_orphan_child(listen_fd: int, lifetime_s: float = 300.0) -> subprocess.
     return subprocess.Popen(
         [sys.executable, "-c", _ORPHAN_CODE, str(lifetime_s)],
         pass_fds=(listen_fd,),
+        # Ignored before exec, so a Ctrl+C that comes while the helper's interpreter
+        # is still starting cannot kill it (an ignored SIGINT survives exec).
+        preexec_fn=_ignore_stop_signals,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -43,8 +43,11 @@ class Outbox:
         hard_limit: int | None,
         on_overflow: Callable[[], None],
         on_frame_sent: Callable[[str], None] | None = None,
+        send_lock: asyncio.Lock | None = None,
     ) -> None:
         self._ws = ws
+        # The global_send_lock fault: one lock shared by every connection's writer.
+        self._send_lock = send_lock
         self._queue: collections.deque[tuple[str | _Close, object]] = collections.deque()
         self._control: collections.deque[str] = collections.deque()
         self._bytes = 0
@@ -138,7 +141,13 @@ class Outbox:
                     self._space.set()
                 if self._on_frame_sent is not None:
                     self._on_frame_sent(item)
-                await ws.send_str(item)
+                if self._send_lock is not None:
+                    # The bug: a write that waits for a peer which stopped reading holds
+                    # the lock, and every other connection's writer queues behind it.
+                    async with self._send_lock:
+                        await ws.send_str(item)
+                else:
+                    await ws.send_str(item)
         except (ConnectionError, RuntimeError, asyncio.TimeoutError):
             # The peer is gone (reset, closed under us): nothing more can be
             # written; the reader side sees the end and releases the session.

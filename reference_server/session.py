@@ -63,6 +63,7 @@ class Session:
             soft_limit=SOFT_LIMIT,
             hard_limit=None if self.faults.unbounded_buffer else max(4 * 1024 * 1024, 4 * self.cfg.max_size),
             on_overflow=self.abort,
+            send_lock=faultmod.shared_send_lock() if self.faults.global_send_lock else None,
         )
         self._side_tasks: set[asyncio.Task[None]] = set()
 
@@ -118,9 +119,12 @@ class Session:
         elif req.dead:
             return False
         if self.outbox.closed:
-            return False
+            # The leak_tasks bug: nobody told the agent its client left, so it goes on
+            # producing into a dead connection until its reply is done.
+            return bool(self.faults.leak_tasks)
         self.outbox.put(self.frame("RESPONSE", req.request_id, {"seq": req.seq, "delta": delta, "final": False}), req)
-        req.seq += 1
+        # The seq_gap bug: a counter bumped twice on one path skips a number.
+        req.seq += 2 if self.faults.seq_gap and req.seq == 3 else 1
         return True
 
     def finish(self, req: RequestState, *, interrupted: bool, reason: str | None) -> bool:
@@ -141,6 +145,9 @@ class Session:
             self.control("RESPONSE", req.request_id, payload)
         else:
             self.send("RESPONSE", req.request_id, payload)
+            if self.faults.double_final:
+                # The bug: a completion callback and the stream's end both report the end.
+                self.send("RESPONSE", req.request_id, payload)
         return True
 
     def claim(self, req: RequestState, reason: str | None) -> bool:
@@ -203,6 +210,9 @@ class Session:
             if msg.type == WSMsgType.TEXT:
                 await self.on_text(msg.data)
             elif msg.type == WSMsgType.BINARY:
+                if self.faults.crash_on_binary:
+                    # The bug: a decode of the frame that nothing catches takes the process down.
+                    os._exit(70)
                 self.error("BAD_MESSAGE", "binary frames are not part of the protocol; send text JSON")
             elif msg.type == WSMsgType.ERROR:
                 return
@@ -216,7 +226,8 @@ class Session:
             if self.faults.bad_json_closes:
                 await self.ws.close(code=1003, message=b"not JSON")
                 return
-            self.error("BAD_JSON", "the frame is not a JSON object")
+            # The wrong_error_code bug: every refusal reported with one catch-all code.
+            self.error("BAD_MESSAGE" if self.faults.wrong_error_code else "BAD_JSON", "the frame is not a JSON object")
             return
         rid = msg.get("request_id")
         echo = rid if isinstance(rid, str) else None
@@ -320,7 +331,8 @@ class Session:
 
     def _ack(self, rid: str, ids: list[str]) -> None:
         self.control("INTERRUPT_ACK", rid, {
-            "status": "SUCCESS" if ids else "NOT_FOUND",
+            # The wrong_ack_status bug: the status read from a stale variable.
+            "status": ("SUCCESS" if ids else "NOT_FOUND") if not self.faults.wrong_ack_status else "NOT_FOUND",
             "interrupted": ids,
             "interrupted_count": len(ids),
         })

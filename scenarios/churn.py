@@ -12,7 +12,7 @@ import statistics
 from typing import Any
 
 from harness import checkers
-from harness.actions import resource_snapshot, settle_stats, stats_sample
+from harness.actions import python_view, resource_snapshot, settle_stats, start_stream, stats_sample
 from harness.scenario import Context, scenario
 from harness.timing import scaled
 
@@ -29,8 +29,8 @@ async def _cycle(ctx: Context, sup: Any, i: int, mode: str) -> None:
         await c.reply(rid, scaled(5))
         await c.close()
         return
-    rid = await c.request("long", chunks=1000, chunk_delay_ms=5)
-    await c.wait_frame(lambda f: f.request_id == rid and f.kind == "chunk", scaled(5))
+    # Long enough never to end by itself during the run: a leaked task must stay visible.
+    await start_stream(c, scaled(5), "long", chunks=100_000, chunk_delay_ms=10)
     if mode == "mid_stream":
         await c.close()
     elif mode == "reset":
@@ -69,6 +69,7 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
     await settle_stats(ctx, sup, COUNTERS, scaled(3))
     base = await stats_sample(ctx, sup)
     base_res = resource_snapshot(sup)
+    base_py = await python_view(ctx, sup)
 
     modes = [ctx.rng.choice(MODES) for _ in range(cycles)]
     latencies: list[tuple[int, float]] = []
@@ -94,9 +95,11 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
         if snap is not None:
             rss.append((done, snap["rss"]))
     await meter.close()
-    settle_s = max(3.0, ctx.limits.heartbeat_interval_s * 2 + 1) if "vanish" in modes else 3.0
-    after = await settle_stats(ctx, sup, COUNTERS, scaled(settle_s))
+    # Every way of leaving here ends the TCP connection, so the server sees it at once;
+    # silent peers that never do are the keepalive scenario's business.
+    after = await settle_stats(ctx, sup, COUNTERS, scaled(3))
     after_res = resource_snapshot(sup)
+    after_py = await python_view(ctx, sup)
 
     ctx.check(checkers.counters_zero(after, keys=COUNTERS))
     for key, allowed in (("tasks", 2), ("threads", 1)):
@@ -108,6 +111,14 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
     ctx.check(checkers.back_to_baseline(
         "CLOSE_WAIT sockets", 0, after_res["tcp"].get("CLOSE_WAIT", 0) if after_res else None,
         0, cycles=cycles))
+    if ctx.target.python_probe:
+        # The target's own /stats may be wrong; the injected probe counts from inside.
+        for key, allowed in (("tasks", 2), ("threads", 1)):
+            ctx.check(checkers.back_to_baseline(
+                f"{key} (injected probe)", base_py.get(key) if base_py else None,
+                after_py.get(key) if after_py else None, allowed, cycles=cycles))
+        ctx.check(checkers.probe_agrees(after.get("tasks") if after else None,
+                                        after_py.get("tasks") if after_py else None, "tasks", tolerance=2))
     ctx.add_series("rss_bytes", rss)
     ctx.check(checkers.growth_per_1000("rss", rss, bound_per_1000=48 * 2**20))
 

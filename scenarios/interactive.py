@@ -35,14 +35,16 @@ async def exit_(ctx: Context, how: str, key: str, streaming: bool) -> None:
         raise NotApplicable("the target names no interactive_client command")
     sup = await ctx.start_target()
     argv = [a.replace("{url}", sup.ws_url) for a in ctx.target.interactive_client]
-    session = InteractiveSession(argv, log_dir=ctx.run_dir, name="client")
+    session = InteractiveSession(name="client", log_path=ctx.run_dir / "client.tty.log")
     ctx.on_cleanup(_closer(session))
-    await asyncio.to_thread(session.start, timeout=scaled(10))
+    ctx.artifacts["client.tty"] = str(ctx.run_dir / "client.tty.log")
+    await asyncio.to_thread(session.start, argv, timeout=scaled(10))
     await asyncio.to_thread(session.expect, r"CONNECTED", scaled(10))
     await asyncio.to_thread(session.expect, r"> ", scaled(5))
     if streaming:
         await asyncio.to_thread(session.sendline, "1")
-        await asyncio.to_thread(session.expect, r"\S", scaled(5))
+        # "<< " starts a streamed reply: the Ctrl+C below lands mid-stream.
+        await asyncio.to_thread(session.expect, r"<< ", scaled(5))
     if how == "quit":
         await asyncio.to_thread(session.sendline, key)
         allowed: tuple[int, ...] = (0,)

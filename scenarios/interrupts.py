@@ -13,6 +13,7 @@ from typing import Any
 
 from harness import checkers
 from harness.actions import open_streams, settle_stats, wait_stats
+from harness.client import ClientError
 from harness.scenario import Context, scenario
 from harness.timing import scaled
 
@@ -48,10 +49,15 @@ async def _observe_window(client: Any, ms: int = 400) -> None:
     """An observation window after an ACK, bounded by a short reply on the same session.
 
     Waiting for this reply's final frame is the event; its length sets how long
-    stray frames of the interrupted request would have had to show up.
+    stray frames of the interrupted request would have had to show up. A server
+    too broken to answer ends the window at the bound; the checks then judge
+    what the history holds.
     """
-    rid = await client.request("window", chunks=max(1, ms // 10), chunk_delay_ms=10)
-    await client.reply(rid, scaled(5))
+    try:
+        rid = await client.request("window", chunks=max(1, ms // 10), chunk_delay_ms=10)
+        await client.reply(rid, scaled(5))
+    except (ClientError, asyncio.TimeoutError):
+        pass
 
 
 @scenario("interrupts.basic", cases={
@@ -120,9 +126,12 @@ async def storm(ctx: Context, sessions: int, per_session: int) -> None:
     streams: dict[str, list[str]] = {}
     for c in clients:
         streams[c.name] = [await c.request("stream", **FAST) for _ in range(3)]
-    for c in clients:
-        last = streams[c.name][-1]
-        await c.wait_frame(lambda f, r=last: f.request_id == r and f.kind == "chunk", scaled(5))
+    # Every session streams before the storm; a server that cannot run several
+    # requests at once shows it in the ACKs below, not by stalling the setup.
+    await asyncio.gather(*(
+        c.wait_frame(lambda f, r=streams[c.name][0]: f.request_id == r and f.kind == "chunk", scaled(5))
+        for c in clients
+    ))
 
     async def fire(c: Any) -> None:
         targets: list[str | None] = []
@@ -130,12 +139,14 @@ async def storm(ctx: Context, sessions: int, per_session: int) -> None:
             roll = ctx.rng.random()
             targets.append(None if roll < 0.1 else f"unknown-{ctx.rng.randrange(1000)}" if roll < 0.2
                            else ctx.rng.choice(streams[c.name]))
-        await asyncio.gather(*(c.interrupt(t, timeout=scaled(3)) for t in targets))
+        await asyncio.gather(*(c.interrupt(t, timeout=scaled(3)) for t in targets), return_exceptions=True)
 
     await asyncio.gather(*(fire(c) for c in clients))
-    await asyncio.gather(*(_observe_window(c, 200) for c in clients))
     ctx.figure("interrupts", len(ctx.history.operations("interrupt")))
     ctx.check(checkers.one_ack_each(ctx.history))
+    await asyncio.gather(*(_observe_window(c, 200) for c in clients))
+    # Leave nothing streaming behind, whatever the server did.
+    await asyncio.gather(*(c.interrupt(None, timeout=scaled(1)) for c in clients), return_exceptions=True)
     _ack_checks(ctx)
     await _quiesced(ctx, sup)
 
@@ -173,7 +184,9 @@ async def blocking(ctx: Context) -> None:
     rid = await c.request("block", agent="blocking", block_ms=block_ms)
     await wait_stats(ctx, sup, lambda s: s.get("agent_threads", 0) >= 1, scaled(2))
     await c.interrupt(rid, timeout=scaled(2))
-    nxt = await c.request("next", **SHORT)
+    # The next blocking request needs a worker of its own at once: a pool that the stuck
+    # thread still occupies would make it wait out the block.
+    nxt = await c.request("next", agent="blocking", block_ms=0, **SHORT)
     reply = await c.reply(nxt, scaled(5))
     ctx.figure("next_first_chunk_ms", reply.first_chunk_ms)
     ctx.check(checkers.not_delayed(reply.first_chunk_ms, scaled(ctx.limits.ack_bound_s) * 1000 * 2,

@@ -63,7 +63,10 @@ async def signal_shutdown(ctx: Context, how: str, load: str) -> None:
     running, the port free."""
     sup, streams, others = await _load(ctx, load)
     watch = DrainWatch()
-    sent_ns = sup.ctrl_c() if how == "ctrl_c" else sup.send_signal(signal.SIGTERM)
+    if how == "ctrl_c":
+        sup.ctrl_c()
+    else:
+        sup.send_signal(signal.SIGTERM)
     watch.start(ctx, sup, probe_connect=(load == "drain"))
     bound_s = ctx.limits.grace_s + ctx.limits.exit_margin_s
     report = await sup.wait_exit(scaled(bound_s))

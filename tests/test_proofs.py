@@ -1,0 +1,168 @@
+"""Every check a scenario makes can fail: each runs against a server with that bug.
+
+For every assertion in ``scenarios/``, this module runs the scenario case
+against the reference server with the matching ``--fault`` switch and shows
+that the intended check fails with a message naming the bug's numbers; and
+runs every case against the correct server and shows that it passes.
+Scenarios go through :func:`harness.scenario.run_case`, the very path the
+gate takes, so what is proven here is what the gate checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from harness.scenario import REGISTRY, CaseOutcome, load_scenarios, run_case
+from harness.target import Target, reference_target
+
+pytestmark = pytest.mark.slow
+
+load_scenarios()
+
+
+@dataclass(frozen=True)
+class Proof:
+    case: str
+    faults: tuple[str, ...]
+    check: str
+    #: A regex the failing message must match: the bug's own numbers or words.
+    message: str
+    client_faults: tuple[str, ...] = ()
+    python_probe: bool = False
+    #: "fail", or "unknown" where the bug leaves the harness unable to judge.
+    status: str = "fail"
+
+    @property
+    def id(self) -> str:
+        faults = "+".join(self.faults + self.client_faults)
+        return f"{faults}->{self.check}"
+
+
+PROOFS = [
+    # -- shutdown -------------------------------------------------------------
+    Proof("shutdown.signal[ctrl_c-blocking]", ("to_thread_blocking",), "shutdown.exit_time", r"hung, still running at the bound \d+"),
+    Proof("shutdown.signal[ctrl_c-idle]", ("nondaemon_thread",), "shutdown.exit_time", r"hung, still running at the bound \d+"),
+    Proof("shutdown.signal[ctrl_c-streams]", ("noisy_shutdown",), "shutdown.output_noise", r"Traceback|KeyboardInterrupt|Task was destroyed"),
+    Proof("shutdown.signal[sigterm-idle]", ("bad_exit_code",), "shutdown.exit_code", r"\b1\b"),
+    Proof("shutdown.signal[ctrl_c-drain]", ("health_ok_during_drain",), "shutdown.health_503", r"\b200\b"),
+    Proof("shutdown.signal[ctrl_c-drain]", ("accept_during_drain",), "shutdown.refuses_connections", r"\d+"),
+    Proof("shutdown.signal[ctrl_c-streams]", ("shutdown_no_final",), "shutdown.finals", r"\d+"),
+    Proof("shutdown.signal[sigterm-streams]", ("shutdown_abrupt",), "shutdown.close_codes", r"1006|None|no close"),
+    Proof("shutdown.signal[ctrl_c-idle]", ("orphan_child",), "shutdown.no_survivors", r"pid \d+|\d+ process"),
+    Proof("shutdown.signal[ctrl_c-idle]", ("orphan_child",), "shutdown.port_free", r"\d+"),
+    Proof("shutdown.second_ctrl_c[default]", ("ignore_second_sigint",), "shutdown.exit_time", r"\d+(\.\d+)? ms > bound \d+"),
+    Proof("shutdown.watchdog[default]", ("no_watchdog",), "shutdown.exit_time", r"hung, still running at the bound \d+"),
+    Proof("shutdown.watchdog[default]", ("no_watchdog",), "shutdown.watchdog_dump", r"stack|thread"),
+    # -- interrupts -----------------------------------------------------------
+    Proof("interrupts.storm[10x10]", ("interrupt_inline",), "interrupts.ack_latency", r"none of \d+ INTERRUPTs got an ACK|\d+ ms > bound"),
+    Proof("interrupts.storm[10x10]", ("interrupt_inline",), "interrupts.one_ack_each", r"\d+"),
+    Proof("interrupts.basic[one]", ("ack_without_cancel",), "interrupts.no_frames_after_ack", r"\d+ frames? after"),
+    Proof("interrupts.basic[one]", ("late_chunks",), "interrupts.no_frames_after_ack", r"\d+ frames? after"),
+    Proof("interrupts.basic[one]", ("ack_before_final",), "interrupts.final_before_ack", r"\d+"),
+    Proof("interrupts.storm[10x10]", ("double_claim",), "interrupts.no_double_claim", r"\d+"),
+    Proof("interrupts.basic[not_found]", ("global_request_ids",), "interrupts.not_found", r"SUCCESS|\d+"),
+    Proof("interrupts.basic[not_found]", ("global_request_ids",), "interrupts.untouched", r"interrupted"),
+    Proof("interrupts.basic[then_request]", ("sticky_interrupt",), "interrupts.request_completes", r"interrupted"),
+    Proof("interrupts.upstream[default]", ("upstream_left_open",), "interrupts.upstream_closed", r"still open|\d+"),
+    Proof("interrupts.blocking[default]", ("blocking_output_leak",), "interrupts.no_frames_after_ack", r"\d+ frames? after"),
+    Proof("interrupts.blocking[default]", ("blocking_serializes",), "interrupts.not_delayed", r"\d+(\.\d+)? ms"),
+    # -- churn and leaks --------------------------------------------------------
+    Proof("churn.cycles[mixed]", ("leak_tasks",), "resources.counters_zero", r"active_requests=\d+"),
+    Proof("churn.cycles[mixed]", ("leak_tasks",), "resources.back_to_baseline", r"tasks \d+ -> \d+ after 300 cycles"),
+    Proof("churn.cycles[mixed]", ("leak_tasks", "stats_lie"), "resources.back_to_baseline", r"tasks \(injected probe\) \d+ -> \d+", python_probe=True),
+    Proof("churn.cycles[mixed]", ("leak_tasks", "stats_lie"), "resources.probe_agrees", r"\d+", python_probe=True),
+    Proof("churn.cycles[mixed]", ("leak_subscriptions",), "resources.counters_zero", r"subscriptions=\d+"),
+    Proof("churn.cycles[mixed]", ("leak_session_table",), "resources.counters_zero", r"per_session_state=\d+"),
+    Proof("churn.cycles[mixed]", ("leak_memory",), "resources.growth_per_1000", r"[\d.]+ MiB per 1000 cycles"),
+    Proof("churn.cycles[mixed]", ("handler_growth",), "resources.latency_drift", r"x\d+(\.\d+)? > x1.5"),
+    Proof("churn.cycles[mixed]", ("dup_events",), "delivery.exactly_once", r"got 2 EVENTs"),
+    # -- keepalive, slow consumers, bad input -----------------------------------
+    Proof("keepalive.silent_peer[stopped_reader]", ("no_keepalive",), "keepalive.dropped_within", r"within \d+"),
+    Proof("keepalive.silent_peer[frozen_process]", ("no_keepalive",), "keepalive.dropped_within", r"within \d+"),
+    Proof("slow_consumer.never_reads[20_streams]", ("unbounded_buffer",), "resources.memory_bounded", r"MiB"),
+    Proof("slow_consumer.never_reads[20_streams]", ("global_send_lock",), "resources.latency_within", r"p99 [\d.]+ ms > bound|timed out|\d+ of \d+"),
+    Proof("bad_input.table[default]", ("bad_json_closes",), "input.connection_usable@not json", r"closed with"),
+    Proof("bad_input.table[default]", ("type_error_closes",), "input.connection_usable@request text wrong type", r"closed with 1011"),
+    Proof("bad_input.generated[2000]", ("type_error_closes",), "input.errors_for_all", r"\d+ ERROR frames for 2000"),
+    Proof("bad_input.generated[2000]", ("type_error_closes",), "resources.stats_unchanged", r"connections \d+ -> \d+"),
+    Proof("bad_input.generated[2000]", ("no_max_size",), "input.closed_with@oversize frame sender", r"still open|expected 1009"),
+    Proof("interrupts.basic[one]", ("seq_gap",), "interrupts.seq_gap_free", r"seq \d+"),
+    Proof("interrupts.basic[then_request]", ("double_final",), "interrupts.one_terminal", r"\d+ final"),
+    Proof("interrupts.basic[one]", ("wrong_ack_status",), "interrupts.ack_status", r"NOT_FOUND"),
+    Proof("bad_input.generated[2000]", ("crash_on_binary",), "process.alive", r"died"),
+    Proof("bad_input.table[default]", ("wrong_error_code",), "input.error_code@not json", r"BAD_MESSAGE.*BAD_JSON"),
+    # -- interactive clients ----------------------------------------------------
+    Proof("interactive.exit[quit-0]", (), "client.exit_time", r"did not happen within \d+", client_faults=("loop_thread_leak",)),
+    Proof("interactive.exit[ctrl_c-idle]", (), "shutdown.output_noise", r"KeyboardInterrupt|Traceback", client_faults=("loop_thread_leak",)),
+    Proof("interactive.exit[ctrl_c-streaming]", (), "client.terminal_usable", r"echo", client_faults=("tty_not_restored",)),
+]
+
+
+def _target(faults: tuple[str, ...], client_faults: tuple[str, ...] = (), python_probe: bool = False) -> Target:
+    target = reference_target(faults, python_probe=python_probe)
+    if client_faults:
+        extra: list[str] = []
+        for f in client_faults:
+            extra += ["--fault", f]
+        target = replace(target, interactive_client=(*target.interactive_client, *extra))
+    return target
+
+
+def _run(case_id: str, target: Target, tmp_path: Path, seed: int = 7) -> CaseOutcome:
+    args = " ".join(f"--fault {f}" for f in target.faults)
+    return asyncio.run(run_case(REGISTRY[case_id], target, seed=seed, run_dir=tmp_path, target_args=args))
+
+
+def _describe(outcome: CaseOutcome) -> str:
+    return "\n".join(str(v) for v in outcome.verdicts) + (f"\n{outcome.error}" if outcome.error else "")
+
+
+@pytest.mark.parametrize("proof", PROOFS, ids=[p.id for p in PROOFS])
+def test_the_check_fails_on_its_bug(proof: Proof, tmp_path: Path) -> None:
+    """The scenario run against a server with the bug fails the intended check, with numbers."""
+    outcome = _run(proof.case, _target(proof.faults, proof.client_faults, proof.python_probe), tmp_path)
+    matching = [v for v in outcome.verdicts if v.check == proof.check]
+    assert matching, f"{proof.case} made no {proof.check} check:\n{_describe(outcome)}"
+    failing = [v for v in matching if v.status == proof.status]
+    assert failing, f"{proof.check} did not {proof.status} with {proof.faults + proof.client_faults}:\n{_describe(outcome)}"
+    assert any(re.search(proof.message, v.message) for v in failing), (
+        f"{proof.check} failed without naming the bug ({proof.message!r}):\n{_describe(outcome)}"
+    )
+    if proof.faults:
+        assert all(f"--fault {f}" in outcome.replay for f in proof.faults), outcome.replay
+
+
+CLEAN_CASES = sorted(REGISTRY)
+
+
+@pytest.mark.parametrize("case_id", CLEAN_CASES)
+def test_every_check_passes_on_the_correct_server(case_id: str, tmp_path: Path) -> None:
+    """The same case against the correct server passes every check it makes."""
+    outcome = _run(case_id, _target(()), tmp_path)
+    assert outcome.skipped is None, outcome.skipped
+    assert outcome.verdicts and all(v.status == "pass" for v in outcome.verdicts), _describe(outcome)
+
+
+def test_every_scenario_check_has_a_proof() -> None:
+    """No check a scenario makes goes unproven: each check name appears in a proof above."""
+    proven = {p.check.split("@")[0] for p in PROOFS}
+    elsewhere: set[str] = set()
+    source = "\n".join(Path(m.__file__).read_text() for m in _scenario_modules())
+    made = set(re.findall(r"checkers\.(\w+)\(", source))
+    from harness import checkers
+
+    names = {getattr(checkers, fn).check_name for fn in made if hasattr(getattr(checkers, fn, None), "check_name")}
+    names |= set(re.findall(r'check="([\w.]+)"', source))
+    names.discard("bounds.within")  # every use passes its own check= name
+    missing = sorted(names - proven - set(elsewhere))
+    assert not missing, f"checks with no proof: {missing}"
+
+
+def _scenario_modules() -> list:
+    return [m for name, m in sys.modules.items() if name.startswith("scenarios.") and not name.endswith("test_gate")]

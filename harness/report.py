@@ -101,6 +101,14 @@ def make_console(file: IO[str] | None = None, *, width: int | None = None) -> Co
     before the variable is set (tests, embedding) behaves the same.
     """
     stream = file if file is not None else sys.stderr
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-less stream
+        tty = False
+    if width is None and not tty and not os.environ.get("COLUMNS"):
+        # Rich falls back to 80 columns off a terminal, which folds every case id and
+        # check name in the table; CI logs and captured output are read wider.
+        width = 120
     return Console(file=stream, no_color="NO_COLOR" in os.environ or None, highlight=False, width=width)
 
 

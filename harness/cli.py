@@ -98,14 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"run": cmd_run, "repro": cmd_repro, "serve": cmd_serve, "compare": cmd_compare,
                    "report": cmd_report, "list": cmd_list}[args.command]
         return int(handler(args, console))
+    # soft_wrap: an error is one line however long (a list of fault names), so it
+    # can be grepped and read whole in a CI log.
     except UsageError as exc:
-        console.print(Text(str(exc), style="red"))
+        console.print(Text(str(exc), style="red"), soft_wrap=True)
         return int(ExitCode.USAGE_ERROR)
     except KeyboardInterrupt:
         console.print(Text("wschaos: interrupted", style="yellow"))
         return int(ExitCode.INTERRUPTED)
     except ValueError as exc:  # TargetError, ResultsError, KnownFailuresError: all name their source
-        console.print(Text(f"wschaos: {exc}", style="red"))
+        console.print(Text(f"wschaos: {exc}", style="red"), soft_wrap=True)
         return int(ExitCode.USAGE_ERROR)
 
 
@@ -131,6 +133,13 @@ def _gate_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         bad = [f for f in args.fault if f not in FAULTS]
         if bad:
             raise UsageError(f"wschaos run: unknown fault {', '.join(bad)}; known: {', '.join(sorted(FAULTS))}")
+    if args.case:
+        from .scenario import load_scenarios, select_cases
+
+        # Checked here: inside pytest an empty selection is a collection error with a traceback.
+        if not select_cases(load_scenarios(), args.case):
+            raise UsageError(f"wschaos run: --case {' '.join(args.case)}: no scenario case matches "
+                             "(wschaos list shows them)")
     known_path = args.known_failures or ("wschaos-known-failures.toml" if Path("wschaos-known-failures.toml").is_file() else None)
     repeat = args.repeat if args.repeat is not None else (3 if args.profile == "release" else 1)
     if repeat < 1:

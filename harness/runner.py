@@ -95,6 +95,10 @@ class _Collector:
         case = nodeid.split("[", 1)[1][:-1] if "[" in nodeid else nodeid
         if self.progress is not None:
             self.progress.update(self.task, description=f"{self.label}: {case}")
+        else:
+            # Without a live display, a line when each case starts: a CI log cut off by a
+            # job timeout then still names the case that hung.
+            self.console.print(Text.assemble(("....", "dim"), f" {case} ({self.done + 1}/{self.total})"))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call" and not (report.when == "setup" and not report.passed):

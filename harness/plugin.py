@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shlex
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,10 @@ from typing import Any
 
 import pytest
 
-from .scenario import Case, CaseOutcome, Context, run_case
+from .scenario import Case, CaseOutcome, Context, _safe, replay_command, run_case
 from .target import Target, TargetError, load_pyproject_target, load_target, reference_target, target_from_cmd
 from .timing import FACTOR
+from .verdict import unknown
 
 __all__ = ["WschaosSettings", "WschaosSession"]
 
@@ -214,16 +216,24 @@ class WschaosSession:
 
     def run_case(self, case: Case) -> CaseOutcome:
         """Run a registered case; fail the test with every non-passing verdict and the replay line."""
-        outcome = asyncio.run(
-            run_case(
-                case,
-                self.settings.target,
-                seed=self._seed(),
-                run_dir=self.settings.run_dir,
-                profile=self._profile(),
-                target_args=self.settings.target_args,
+        seed, profile = self._seed(), self._profile()
+        started = time.monotonic()
+        try:
+            outcome = asyncio.run(
+                run_case(
+                    case,
+                    self.settings.target,
+                    seed=seed,
+                    run_dir=self.settings.run_dir,
+                    profile=profile,
+                    target_args=self.settings.target_args,
+                )
             )
-        )
+        except KeyboardInterrupt:
+            # The case's logs are on disk; keep it in the results so an interrupted run
+            # still says which case was running and where its target logs are.
+            self.settings.outcomes.append(self._interrupted(case, seed, profile, time.monotonic() - started))
+            raise
         self.settings.outcomes.append(outcome)
         if outcome.skipped:
             pytest.skip(f"{case.id}: {outcome.skipped}")
@@ -232,6 +242,23 @@ class WschaosSession:
             lines.append(f"rerun: {outcome.replay}")
             pytest.fail("\n".join(lines), pytrace=False)
         return outcome
+
+    def _interrupted(self, case: Case, seed: int, profile: str, duration_s: float) -> CaseOutcome:
+        case_dir = self.settings.run_dir / _safe(case.id)
+        artifacts = {}
+        if case_dir.is_dir():
+            artifacts = {f.name.removesuffix(".log").removesuffix(".jsonl"): str(f)
+                         for f in sorted(case_dir.iterdir()) if f.is_file()}
+        return CaseOutcome(
+            case_id=case.id,
+            scenario=case.scenario,
+            params=case.params_for(profile),
+            seed=seed,
+            verdicts=[unknown(f"{case.scenario}.completed", "the run was interrupted while this case ran")],
+            artifacts=artifacts,
+            duration_s=duration_s,
+            replay=replay_command(case, seed, self.settings.target_args),
+        )
 
     def run(self, body: Callable[[Context], Awaitable[None]], *, name: str | None = None) -> CaseOutcome:
         """Run an ad-hoc async body with a Context, as a one-off case."""

@@ -15,8 +15,14 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .runner import GateOptions
 
 from . import __version__
 from .gate import ExitCode
@@ -111,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.USAGE_ERROR)
 
 
-def _gate_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _gate_options(args: argparse.Namespace) -> GateOptions:
     from .known_failures import load_known
     from .runner import GateOptions
     from .target import load_target, target_from_cmd
@@ -153,7 +159,7 @@ def _gate_options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     )
 
 
-def cmd_run(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .runner import print_summary, run_gate
 
     opts = _gate_options(args)
@@ -187,7 +193,7 @@ def _parse_replay(what: str, seed: int | None) -> list[str]:
     return words
 
 
-def cmd_repro(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+def cmd_repro(args: argparse.Namespace, console: Console) -> int:
     from .runner import print_summary, run_gate
 
     words = _parse_replay(args.what, args.seed)
@@ -206,7 +212,7 @@ def cmd_repro(args: argparse.Namespace, console) -> int:  # type: ignore[no-unty
     return ExitCode.OK
 
 
-def cmd_serve(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     argv = [a for a in args.server_args if a != "--"]
     # exec: Ctrl+C and SIGTERM reach the server itself, as they would in production.
     sys.stdout.flush()
@@ -214,7 +220,7 @@ def cmd_serve(args: argparse.Namespace, console) -> int:  # type: ignore[no-unty
     return ExitCode.INTERNAL_ERROR  # pragma: no cover - exec does not return
 
 
-def cmd_compare(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from .compare import compare
     from .results import load_run
 
@@ -226,7 +232,7 @@ def cmd_compare(args: argparse.Namespace, console) -> int:  # type: ignore[no-un
     return ExitCode.OK if comparison.ok else ExitCode.CHECKS_FAILED
 
 
-def cmd_report(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from .report import render_console
     from .results import load_run
     from .runner import write_outputs
@@ -239,7 +245,7 @@ def cmd_report(args: argparse.Namespace, console) -> int:  # type: ignore[no-unt
     return ExitCode.OK
 
 
-def cmd_list(args: argparse.Namespace, console) -> int:  # type: ignore[no-untyped-def]
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from .scenario import load_scenarios
 
     for case in load_scenarios():

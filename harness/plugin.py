@@ -31,11 +31,18 @@ from typing import Any
 import pytest
 
 from .scenario import Case, CaseOutcome, Context, _safe, replay_command, run_case
-from .target import Target, TargetError, load_pyproject_target, load_target, reference_target, target_from_cmd
+from .target import (
+    Target,
+    TargetError,
+    load_pyproject_target,
+    load_target,
+    reference_target,
+    target_from_cmd,
+)
 from .timing import FACTOR
 from .verdict import unknown
 
-__all__ = ["WschaosSettings", "WschaosSession"]
+__all__ = ["WschaosSession", "WschaosSettings"]
 
 # Shared between addoption and addini, as pytest-timeout does.
 TARGET_HELP = "a target TOML file describing the service under test (default: the embedded reference server)"
@@ -53,7 +60,7 @@ OUTCOMES_KEY = pytest.StashKey["list[CaseOutcome]"]()
 PROFILES = ("gate", "release")
 
 
-class SettingError(pytest.UsageError):
+class SettingError(pytest.UsageError):  # type: ignore[misc]  # final for typing only; pytest reports subclasses as usage errors
     """A wschaos setting is invalid; the message names its source."""
 
 

@@ -17,10 +17,17 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .gate import Decision, ExitCode, decide
+from .gate import Decision, decide
 from .known_failures import KnownFailures, apply_known
 from .report import print_failures, render_console, to_junit, to_markdown
 from .report_html import write_html

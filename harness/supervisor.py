@@ -261,6 +261,12 @@ if pid == 0:
         os._exit(127)
 os.setpgid(pid, pid)
 os.tcsetpgrp(0, pid)
+# The target has the output pipes now; the leader lets go of its copies, so the
+# harness sees EOF the moment the target's tree is gone, not when the leader goes.
+_null = os.open(os.devnull, os.O_WRONLY)
+os.dup2(_null, 1)
+os.dup2(_null, 2)
+os.close(_null)
 os.write(status_fd, f"pid {pid}\n".encode())
 os.write(go_w, b"x")
 _, status = os.waitpid(pid, 0)
@@ -924,9 +930,10 @@ class Supervisor:
                 if not was_running:
                     survivors += [proctree.describe(p) for p in late]
             self._exited.wait_sync(kill)
+            # The leader holds the pty open: release it first, then the tty reaches EOF at once.
+            self._release_leader(kill)
             for s in ("stdout", "stderr", "tty"):
                 self._eof[s].wait_sync(scaled(0.5))
-            self._release_leader(kill)
             if self._master is not None:
                 with contextlib.suppress(OSError):
                     os.close(self._master)

@@ -123,10 +123,17 @@ def _describe(outcome: CaseOutcome) -> str:
     return "\n".join(str(v) for v in outcome.verdicts) + (f"\n{outcome.error}" if outcome.error else "")
 
 
+#: One run per (case, faults): several proofs judge different checks of the same run.
+_OUTCOMES: dict[tuple[object, ...], CaseOutcome] = {}
+
+
 @pytest.mark.parametrize("proof", PROOFS, ids=[p.id for p in PROOFS])
 def test_the_check_fails_on_its_bug(proof: Proof, tmp_path: Path) -> None:
     """The scenario run against a server with the bug fails the intended check, with numbers."""
-    outcome = _run(proof.case, _target(proof.faults, proof.client_faults, proof.python_probe), tmp_path)
+    key = (proof.case, proof.faults, proof.client_faults, proof.python_probe)
+    if key not in _OUTCOMES:
+        _OUTCOMES[key] = _run(proof.case, _target(proof.faults, proof.client_faults, proof.python_probe), tmp_path)
+    outcome = _OUTCOMES[key]
     matching = [v for v in outcome.verdicts if v.check == proof.check]
     assert matching, f"{proof.case} made no {proof.check} check:\n{_describe(outcome)}"
     failing = [v for v in matching if v.status == proof.status]

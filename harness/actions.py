@@ -71,7 +71,7 @@ async def open_streams(
     opts = dict(LONG if options is None else options)
     clients = await ctx.clients(sup, n, prefix=prefix)
     rids = await asyncio.gather(*(start_stream(c, scaled(5), "tell me a long story", **opts) for c in clients))
-    return list(zip(clients, rids))
+    return list(zip(clients, rids, strict=True))
 
 
 async def try_connect(ctx: Context, url: str, timeout: float) -> bool:

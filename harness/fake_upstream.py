@@ -148,8 +148,9 @@ class FakeUpstream:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        sockets = getattr(server, "sockets", None)  # an asyncio.Server; typed as AbstractServer
+        assert sockets
+        self.port = sockets[0].getsockname()[1]
         return self
 
     async def close(self) -> None:

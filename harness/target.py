@@ -365,6 +365,6 @@ def _expect(table: Mapping[str, Any], key: str, typ: type, source: str, default:
     if key not in table:
         return default
     val = table[key]
-    if typ is int and isinstance(val, bool) or not isinstance(val, typ):
+    if (typ is int and isinstance(val, bool)) or not isinstance(val, typ):
         raise TargetError(f"{source}: {key} must be a {typ.__name__}, not {type(val).__name__} {val!r}")
     return val

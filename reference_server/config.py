@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .faults import FAULT_NAMES, Faults
 
@@ -31,7 +31,7 @@ class Config:
     drain_delay_ms: int = 0
     stuck_drain: bool = False
     allow_remote: bool = False
-    faults: Faults = Faults()
+    faults: Faults = field(default_factory=Faults)
 
 
 def _positive(kind: type):  # type: ignore[no-untyped-def]

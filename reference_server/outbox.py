@@ -1,4 +1,4 @@
-"""Per-connection outbound buffer: one writer task, bounded, ordered.
+r"""Per-connection outbound buffer: one writer task, bounded, ordered.
 
 Every frame a session sends goes through its :class:`Outbox` and its single
 writer task, so frames never interleave. There are two queues: *data*

@@ -21,7 +21,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from . import agents, faults as faultmod
+from . import agents
+from . import faults as faultmod
 from .outbox import Outbox
 from .state import SERVER_NAME, SERVER_VERSION, ServerState
 

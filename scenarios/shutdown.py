@@ -52,6 +52,13 @@ async def _load(ctx: Context, load: str) -> tuple[Any, list[tuple[Any, str]], li
     return sup, streams, others
 
 
+def _own_code(report: Any) -> int | None:
+    """The target's own exit code; None when the harness had to kill it (that code is ours)."""
+    if report is None or report.classification == "hung":
+        return None
+    return report.returncode
+
+
 @scenario("shutdown.signal", cases=CASES, timeout_s=45)
 async def signal_shutdown(ctx: Context, how: str, load: str) -> None:
     """1. Start the target on a pty under a load (idle, 20 streams, subscriptions, a stuck
@@ -84,7 +91,7 @@ async def signal_shutdown(ctx: Context, how: str, load: str) -> None:
         report.exit_ms if report and report.classification != "hung" else None,
         scaled(bound_s) * 1000, what=f"exit after {how} ({load})", stacks=stacks,
     ))
-    ctx.check(checkers.exit_code(report.returncode if report else None, ctx.limits.exit_codes,
+    ctx.check(checkers.exit_code(_own_code(report), ctx.limits.exit_codes,
                                  signal_killed=report.signal_killed if report else None))
     ctx.check(checkers.output_noise(sup.output("stdout"), sup.output("stderr"), ctx.target.noise_patterns,
                                     max_stderr_lines=1))
@@ -121,7 +128,7 @@ async def second_ctrl_c(ctx: Context) -> None:
     ctx.figure("second_ctrl_c_ms", after_ms)
     ctx.check(checkers.exit_time(after_ms, scaled(ctx.limits.second_sigint_s) * 1000,
                                  what="exit after the second Ctrl+C", stacks=stacks))
-    ctx.check(checkers.exit_code(report.returncode if report else None, ctx.limits.forced_exit_codes,
+    ctx.check(checkers.exit_code(_own_code(report), ctx.limits.forced_exit_codes,
                                  signal_killed=report.signal_killed if report else None))
     ctx.check(checkers.no_survivors(cleanup.survivors))
 
@@ -144,7 +151,7 @@ async def watchdog(ctx: Context) -> None:
     ctx.figure("watchdog_exit_ms", report.exit_ms if report else None)
     ctx.check(checkers.exit_time(report.exit_ms if report and report.classification != "hung" else None,
                                  scaled(bound_s) * 1000, what="watchdog exit", stacks=stacks))
-    ctx.check(checkers.exit_code(report.returncode if report else None, ctx.limits.watchdog_exit_codes,
+    ctx.check(checkers.exit_code(_own_code(report), ctx.limits.watchdog_exit_codes,
                                  signal_killed=report.signal_killed if report else None))
     ctx.check(checkers.watchdog_dump(sup.output("stderr")))
     ctx.check(checkers.no_survivors(cleanup.survivors))

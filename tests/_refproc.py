@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.timing import scaled
 
-__all__ = ["RefServer", "ROOT"]
+__all__ = ["ROOT", "RefServer"]
 
 ROOT = Path(__file__).resolve().parent.parent
 _LISTENING = re.compile(rb"LISTENING (\S+):(\d+)")
@@ -152,7 +152,8 @@ class RefServer:
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import socket  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 import aiohttp  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402

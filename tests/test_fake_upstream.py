@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
@@ -10,8 +9,8 @@ import sys
 import time
 
 import aiohttp
-
 from _refproc import ROOT, run
+
 from harness.fake_upstream import FakeUpstream
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from _refproc import WS, RefServer, run, wait_stats
 
 CASES = [

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import socket
 import statistics
@@ -16,8 +15,8 @@ import time
 
 import psutil
 import pytest
-
 from _refproc import WS, RefServer, get_json, masked_text_frame, raw_ws_socket, run, wait_stats
+
 from harness.fake_upstream import FakeUpstream
 from harness.target import DEFAULT_NOISE
 
@@ -220,7 +219,7 @@ def test_late_chunks():
     """late_chunks: a few chunks of the interrupted request arrive after its ACK."""
     with RefServer(["--fault", "late_chunks"]) as srv:
         async def body():
-            for n in range(5):
+            for _ in range(5):
                 ws = await _streaming(srv, chunk_delay_ms=2)
                 await ws.interrupt("i", "r")
                 ack = await ws.ack("i")

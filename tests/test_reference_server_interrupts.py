@@ -7,8 +7,8 @@ import statistics
 import time
 
 import pytest
-
 from _refproc import WS, RefServer, run, wait_stats
+
 from harness.fake_upstream import FakeUpstream
 
 
@@ -62,7 +62,7 @@ def test_ack_latency_under_streaming_load(srv):
                 ids = [f"c{k}-{j}" for j in range(4)]
                 for rid in ids:
                     await ws.request(rid, chunks=5000, chunk_delay_ms=0)
-                await ws.until(lambda f: f.get("request_id") == ids[-1])
+                await ws.until(lambda f, last=ids[-1]: f.get("request_id") == last)
                 t0, wall = time.monotonic_ns(), time.time()
                 await ws.interrupt(f"i{k}", ids[k % 4])
                 ack = await ws.ack(f"i{k}")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import psutil
 import pytest
-
 from _refproc import WS, RefServer, masked_text_frame, raw_ws_socket, run, wait_stats
 
 

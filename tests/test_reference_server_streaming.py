@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
-
 from _refproc import WS, RefServer, run, wait_stats
+
 from harness.fake_upstream import FakeUpstream, running_in_thread
 
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _refproc import ROOT, WS, RefServer, get_json, run, wait_stats
 
 IDLE = {"connections": 0, "sessions": 0, "active_requests": 0, "subscriptions": 0,
@@ -111,7 +110,7 @@ def test_bad_flags_are_refused_without_traceback():
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True) for args, _ in cases]
     try:
-        for p, (_, needle) in zip(procs, cases):
+        for p, (_, needle) in zip(procs, cases, strict=True):
             out, err = p.communicate(timeout=30)
             assert p.returncode == 2
             assert needle in err and "Traceback" not in err
@@ -140,7 +139,7 @@ def test_many_sessions_are_independent(srv):
         for i, ws in enumerate(clients):
             await ws.request("same-id", f"client {i}", chunks=10, chunk_delay_ms=5)
         finals = await asyncio.gather(*(ws.final("same-id") for ws in clients))
-        for ws, fin in zip(clients, finals):
+        for ws, fin in zip(clients, finals, strict=True):
             assert fin["payload"]["interrupted"] is False and fin["payload"]["seq"] == 10
             assert all(f["session_id"] == ws.session_id for f in ws.frames)
         await asyncio.gather(*(ws.close() for ws in clients))

@@ -58,7 +58,7 @@ def test_a_remote_host_in_a_target_file_is_refused(tmp_path: Path):
     """A target file naming a remote host fails to load, naming the file."""
     f = tmp_path / "t.toml"
     f.write_text('[target]\ncmd = "srv --port {port}"\nhost = "10.0.0.5"\n')
-    with pytest.raises(RemoteAddressError, match="t.toml"):
+    with pytest.raises(RemoteAddressError, match=r"t\.toml"):
         load_target(f)
     assert load_target(f, allow_remote=True).host == "10.0.0.5"
 

@@ -1,0 +1,1 @@
+"""wschaos bench: performance figures, measured and reported, never asserted (see run.py)."""

@@ -1,0 +1,153 @@
+"""Figure 1: churn throughput, wschaos's client against the practical limit and against Artillery.
+
+One cycle is: connect (to SESSION_READY), one REQUEST of one chunk with no
+delay, its final RESPONSE, a clean close. Each driver runs ``CONCURRENCY``
+loops for a fixed time against one reference server:
+
+* ``wschaos``: :class:`harness.client.Client`, as a scenario uses it (one
+  shared History, frames kept), so the figure includes what the harness records;
+* ``bare``: a ``websockets`` loop as tight as it can be written (no history,
+  no JSON parse: a substring test finds the final frame), the practical limit
+  of Python on this machine;
+* ``artillery``: Artillery's WebSocket engine (:mod:`bench.artillery`).
+
+The Python drivers alternate over several rounds and the medians are compared,
+so a machine whose load drifts does not favour one side. Besides cycles per
+second, the driver's own CPU time per cycle is reported: on a shared 2-core
+machine it moves far less with other load than throughput does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import psutil
+from websockets.asyncio.client import connect
+
+from harness.client import Client
+from harness.history import History
+from harness.timing import scaled
+
+from .artillery import ArtilleryUnavailable, run_churn
+from .common import Figure, cpu_s, ratio, running
+
+__all__ = ["CONCURRENCY", "figure"]
+
+CONCURRENCY = 10
+#: Upper bound of cycles per loop and run, whatever the duration: loops stay bounded in count.
+MAX_CYCLES_PER_LOOP = 20_000
+
+_REQUEST = ('{"msg_type": "REQUEST", "request_id": "b1", '
+            '"payload": {"text": "bench", "options": {"chunks": 1, "chunk_delay_ms": 0}}}')
+
+
+async def _wschaos_loop(url: str, history: History, i: int, stop_at: float) -> tuple[int, int]:
+    ok = failed = 0
+    n = 0
+    while time.monotonic() < stop_at and n < MAX_CYCLES_PER_LOOP:
+        n += 1
+        c = Client(url, history=history, name=f"w{i}-{n}")
+        await c.connect(timeout=scaled(5))
+        rid = await c.request("bench", chunks=1, chunk_delay_ms=0)
+        reply = await c.reply(rid, timeout=scaled(5))
+        await c.close()
+        if reply.complete and not reply.interrupted:
+            ok += 1
+        else:
+            failed += 1
+    return ok, failed
+
+
+async def _bare_loop(url: str, i: int, stop_at: float) -> tuple[int, int]:
+    ok = failed = 0
+    n = 0
+    while time.monotonic() < stop_at and n < MAX_CYCLES_PER_LOOP:
+        n += 1
+        async with connect(url, compression=None, ping_interval=None, proxy=None,
+                           open_timeout=scaled(5), close_timeout=scaled(5)) as ws:
+            await ws.recv()  # SESSION_READY
+            await ws.send(_REQUEST)
+            while True:
+                msg = await asyncio.wait_for(ws.recv(), scaled(5))
+                if '"final": true' in msg or '"final":true' in msg:
+                    ok += 1
+                    break
+    return ok, failed
+
+
+async def _drive(kind: str, url: str, seconds: float, server: psutil.Process) -> dict[str, Any]:
+    me = psutil.Process()
+    history = History()
+    stop_at = time.monotonic() + seconds
+    c0, s0, t0 = cpu_s(me), cpu_s(server), time.perf_counter()
+    if kind == "wschaos":
+        results = await asyncio.gather(*(_wschaos_loop(url, history, i, stop_at) for i in range(CONCURRENCY)))
+    else:
+        results = await asyncio.gather(*(_bare_loop(url, i, stop_at) for i in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - t0
+    client_cpu, server_cpu = cpu_s(me) - c0, cpu_s(server) - s0
+    ok = sum(r[0] for r in results)
+    return {
+        "driver": kind,
+        "cycles": ok,
+        "failed": sum(r[1] for r in results),
+        "seconds": round(elapsed, 3),
+        "cycles_per_s": round(ok / elapsed, 1),
+        "client_cpu_us_per_cycle": round(client_cpu / max(ok, 1) * 1e6),
+        "server_cpu_us_per_cycle": round(server_cpu / max(ok, 1) * 1e6),
+        "history_records": len(history),
+    }
+
+
+async def figure(quick: bool) -> Figure:
+    fig = Figure("churn", "1. churn: connect, 1-chunk request, close (10 concurrent loops)")
+    seconds = 1.5 if quick else 4.0
+    rounds = 1 if quick else 3
+    art_seconds = 2 if quick else 8
+    runs: list[dict[str, Any]] = []
+    art: dict[str, Any] | None = None
+    art_error: str | None = None
+    async with running() as sup:
+        server = psutil.Process(sup.pid)
+        await _drive("bare", sup.ws_url, 0.3, server)  # warm-up: first-use paths out of the timing
+        for i in range(rounds):
+            order = ("wschaos", "bare") if i % 2 == 0 else ("bare", "wschaos")
+            for kind in order:
+                runs.append(await _drive(kind, sup.ws_url, seconds, server))
+            if i == 0:
+                # Artillery between the Python rounds, against the same server, so
+                # all three see the same machine (its start-up is not timed).
+                try:
+                    art = await run_churn(sup.ws_url, duration_s=art_seconds, concurrency=CONCURRENCY,
+                                          timeout_s=scaled(art_seconds + 120))
+                except (ArtilleryUnavailable, OSError, RuntimeError) as exc:
+                    art_error = f"{type(exc).__name__}: {exc}"
+
+    def med(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs if r["driver"] == kind)
+
+    w, b = med("wschaos", "cycles_per_s"), med("bare", "cycles_per_s")
+    fig.add("wschaos", w, "cycles/s")
+    fig.add("bare websockets", b, "cycles/s")
+    a = art["cycles_per_s"] if art else None
+    fig.add("artillery", a if art else f"unavailable ({art_error})", "cycles/s" if art else "")
+    fig.add("wschaos / artillery", ratio(w, a), "x")
+    fig.add("wschaos / bare", ratio(w, b), "x")
+    fig.add("client CPU wschaos", med("wschaos", "client_cpu_us_per_cycle"), "us/cycle")
+    fig.add("client CPU bare", med("bare", "client_cpu_us_per_cycle"), "us/cycle")
+    fig.add("server CPU", med("bare", "server_cpu_us_per_cycle"), "us/cycle")
+    fig.add("wschaos / bare by CPU", ratio(
+        med("bare", "client_cpu_us_per_cycle") + med("bare", "server_cpu_us_per_cycle"),
+        med("wschaos", "client_cpu_us_per_cycle") + med("wschaos", "server_cpu_us_per_cycle")), "x")
+    fig.goal(">= 2x Artillery", None if a is None else w >= 2 * a, f"{ratio(w, a)}x")
+    fig.goal(">= 0.8x bare websockets", w >= 0.8 * b, f"{ratio(w, b)}x")
+    failed = sum(r["failed"] for r in runs)
+    if failed:
+        fig.notes.append(f"{failed} wschaos cycles ended without a complete reply")
+    fig.notes.append(f"medians of {rounds} alternating round(s) of {seconds:g} s per driver;"
+                     f" Artillery {art_seconds} s once")
+    fig.details = {"runs": runs, "artillery": art, "artillery_error": art_error}
+    return fig

@@ -1,0 +1,183 @@
+"""What every bench figure shares: the result type, percentiles, the reference
+server under a Supervisor, CPU accounting, and the table.
+
+A figure is measured, never asserted: each goal is reported as met or missed
+with the number beside it, and a figure that cannot be measured (a tool that
+will not install, a server that will not start) is reported as unavailable
+with the reason instead of ending the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the harness is importable from the checkout
+    sys.path.insert(0, str(ROOT))
+
+from harness.supervisor import Supervisor  # noqa: E402
+from harness.target import Target, reference_target  # noqa: E402
+
+__all__ = [
+    "ROOT",
+    "Figure",
+    "Goal",
+    "cpu_s",
+    "percentile",
+    "ratio",
+    "running",
+    "spread",
+    "tree_cpu_s",
+]
+
+
+@dataclass
+class Goal:
+    text: str  # "p99 < 100 ms"
+    met: bool | None  # None: could not be judged (the figure is unavailable)
+    actual: str = ""
+
+
+@dataclass
+class Figure:
+    """One numbered figure of the bench: its measures, its goals, and how it was measured."""
+
+    name: str
+    title: str
+    measures: dict[str, Any] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+    goals: list[Goal] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    unavailable: str | None = None
+    seconds: float = 0.0
+
+    def add(self, key: str, value: Any, unit: str = "") -> Any:
+        self.measures[key] = value
+        if unit:
+            self.units[key] = unit
+        return value
+
+    def goal(self, text: str, met: bool | None, actual: str = "") -> None:
+        self.goals.append(Goal(text, met, actual))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "unavailable": self.unavailable,
+            "seconds": round(self.seconds, 2),
+            "measures": self.measures,
+            "units": self.units,
+            "goals": [{"text": g.text, "met": g.met, "actual": g.actual} for g in self.goals],
+            "notes": self.notes,
+            "details": self.details,
+        }
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Linear-interpolated percentile (p in 0..100); None for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    k = (len(xs) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def spread(values: Sequence[float], digits: int = 1) -> dict[str, float | None]:
+    """p50, p99 and max, rounded: the shape every latency figure reports."""
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, digits)
+
+    return {"p50": r(percentile(values, 50)), "p99": r(percentile(values, 99)),
+            "max": r(max(values) if values else None), "n": len(values)}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else round(a / b, 2)
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    """User + system CPU seconds of one process (0 once it is gone)."""
+    try:
+        t = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return t.user + t.system
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (Artillery runs in a worker child)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    return sum(cpu_s(p) for p in procs)
+
+
+@contextlib.asynccontextmanager
+async def running(target: Target | None = None, *, pty: bool = False, name: str = "bench",
+                  log_dir: Path | None = None, extra_env: Mapping[str, str] | None = None,
+                  ) -> AsyncIterator[Supervisor]:
+    """A started target (the reference server by default), stopped with its whole tree on exit."""
+    with contextlib.ExitStack() as stack:
+        if log_dir is None:
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wschaos-bench-")))
+        sup = Supervisor(target or reference_target(), log_dir, pty=pty, name=name, extra_env=extra_env)
+        try:
+            await sup.start()
+            yield sup
+        finally:
+            await sup.stop()
+
+
+def monotonic() -> float:
+    return time.monotonic()
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    """A measure as the table shows it."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {fmt(v)}" for k, v in value.items() if k != "n") + (f" {unit}" if unit else "") + (
+            f" (n={value['n']})" if "n" in value else "")
+    if isinstance(value, float):
+        text = f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".rstrip()
+
+
+def table_rows(figures: Iterable[Figure]) -> list[tuple[str, str, str, str]]:
+    """(figure, measure, value, goal) rows, the same for the console and the plain text."""
+    rows: list[tuple[str, str, str, str]] = []
+    for fig in figures:
+        head = f"{fig.name}"
+        if fig.unavailable:
+            rows.append((head, fig.title, "unavailable", fig.unavailable))
+            continue
+        first = True
+        for key, value in fig.measures.items():
+            rows.append((head if first else "", key, fmt(value, fig.units.get(key, "")), ""))
+            first = False
+        for g in fig.goals:
+            verdict = "met" if g.met else ("MISSED" if g.met is False else "unknown")
+            rows.append(("" if not first else head, "goal", g.actual, f"{g.text}: {verdict}"))
+            first = False
+        for note in fig.notes:
+            rows.append(("", "note", "", note))
+    return rows

@@ -1,14 +1,16 @@
-"""How much the injected Python probe slows a target: frames/s with and without it.
+"""Figure 5: how much the injected Python probe slows a target: frames/s with and without it.
 
-Starts the reference server (``python -m reference_server --port 0``) once
-plain and once with :func:`harness.probes.python_probe_env`, drives the same
-streaming load against each (``--clients`` sessions, each sending
-``--requests`` requests of ``--chunks`` chunks with ``chunk_delay_ms=0``),
-samples the probe every ``--interval`` seconds during the probed run (as a
-scenario would), and prints frames/s and the server's CPU time per frame
-for both, and the overhead of each. Runs
-alternate plain/probed for ``--rounds`` rounds and the medians are compared,
-so a machine whose load drifts during the bench does not favour one side.
+Starts the reference server (under :class:`harness.supervisor.Supervisor`,
+which stops its whole tree) once plain and once with
+:func:`harness.probes.python_probe_env`, drives the same streaming load
+against each (``--clients`` sessions, each sending ``--requests`` requests of
+``--chunks`` chunks with ``chunk_delay_ms=0``), samples the probe every
+``--interval`` seconds during the probed run (as a scenario would), and
+prints frames/s and the server's CPU time per frame for both, and the
+overhead of each. Runs alternate plain/probed for ``--rounds`` rounds and the
+medians are compared, so a machine whose load drifts during the bench does
+not favour one side. ``bench/run.py`` runs it as figure 5 through
+:func:`figure`; on its own:
 
     .venv/bin/python bench/probe_overhead.py [--rounds 3] [--json]
 
@@ -20,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -33,42 +33,15 @@ from typing import Any
 import psutil
 from websockets.asyncio.client import connect
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if __package__ in (None, ""):  # run as a script: make ``bench`` importable as a package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "bench"
 
-from harness.probes import PythonProbe, python_probe_env  # noqa: E402
-from harness.timing import scaled  # noqa: E402
+from bench.common import Figure, cpu_s, running
+from harness.probes import PythonProbe, python_probe_env
+from harness.timing import scaled
 
-__all__ = ["main"]
-
-
-async def start_server(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "reference_server", "--port", "0",
-        cwd=str(ROOT), env=env, start_new_session=True,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    while True:
-        line = (await asyncio.wait_for(proc.stdout.readline(), scaled(20))).decode()
-        if not line:
-            raise RuntimeError(f"reference server exited ({await proc.wait()}) before LISTENING")
-        if line.startswith("LISTENING "):
-            return proc, int(line.strip().rsplit(":", 1)[1])
-
-
-async def stop_server(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(proc.wait(), scaled(10))
-        except asyncio.TimeoutError:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # anything of its tree still there
-    except (ProcessLookupError, PermissionError):
-        pass
-    await proc.wait()
+__all__ = ["figure", "main"]
 
 
 async def one_client(url: str, requests: int, chunks: int) -> int:
@@ -108,28 +81,25 @@ async def sampler(probe: PythonProbe, interval: float, stop: asyncio.Event, out:
 async def run_once(args: argparse.Namespace, probed: bool, run_dir: str) -> dict[str, Any]:
     inject = probed and not args.calibrate
     extra = python_probe_env(run_dir) if inject else {}
-    proc, port = await start_server({**os.environ, **extra})
     samples: list[Any] = []
-    try:
-        url = f"ws://127.0.0.1:{port}/ws"
+    async with running(extra_env=extra) as sup:
+        url = sup.ws_url
         await one_client(url, 1, 10)  # warm-up: imports and first-use paths out of the timing
         stop = asyncio.Event()
         sampling = None
         if inject:
             probe = PythonProbe(extra["WSCHAOS_PROBE_SOCKET"])
             sampling = asyncio.ensure_future(sampler(probe, args.interval, stop, samples))
-        server = psutil.Process(proc.pid)
-        cpu0 = sum(server.cpu_times()[:2])
+        server = psutil.Process(sup.pid)
+        cpu0 = cpu_s(server)
         t0 = time.perf_counter()
         counts = await asyncio.gather(*(one_client(url, args.requests, args.chunks)
                                         for _ in range(args.clients)))
         elapsed = time.perf_counter() - t0
-        cpu = sum(server.cpu_times()[:2]) - cpu0
+        cpu = cpu_s(server) - cpu0
         stop.set()
         if sampling is not None:
             await sampling
-    finally:
-        await stop_server(proc)
     ok = [s for s in samples if s.ok]
     return {
         "probed": probed,
@@ -175,7 +145,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--requests", type=int, default=5, help="requests per client")
@@ -185,7 +155,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
     parser.add_argument("--calibrate", action="store_true",
                         help="an A/A run: both sides plain, so the figure shown is the noise floor")
-    args = parser.parse_args(argv)
+    return parser
+
+
+async def figure(quick: bool) -> Figure:
+    """Figure 5 for bench/run.py: the probe's overhead, by throughput and by server CPU per frame."""
+    argv = ["--json", "--rounds", "1", "--requests", "2", "--chunks", "100"] if quick else ["--json"]
+    args = _parser().parse_args(argv)
+    result = await bench(args)
+    fig = Figure("probe", "5. injected Python probe: overhead on the server's streaming throughput")
+    fig.add("plain", result["plain_frames_per_s"], "frames/s")
+    fig.add("probed", result["probe_frames_per_s"], "frames/s")
+    fig.add("overhead, throughput", result["overhead_pct"], "%")
+    fig.add("overhead, server CPU/frame", result["cpu_overhead_pct"], "%")
+    fig.goal("< 5 %", result["overhead_pct"] < 5 and result["cpu_overhead_pct"] < 5,
+             f"{result['overhead_pct']:+.2f} % / {result['cpu_overhead_pct']:+.2f} %")
+    fig.notes.append(f"medians of {args.rounds} alternating round(s); {args.clients} sessions x {args.requests}"
+                     f" requests x {args.chunks} chunks; probe sampled every {args.interval:g} s")
+    fig.details = result
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     result = asyncio.run(bench(args))
     if args.json:
         print(json.dumps(result, indent=2))

@@ -100,7 +100,10 @@ class DrainWatch:
     async def _run(self, ctx: Context, sup: Supervisor, probe_connect: bool) -> None:
         path = ctx.target.health_path
         timeout = aiohttp.ClientTimeout(total=scaled(0.5))
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        # No pooled keep-alive connection: a server draining its connections would
+        # wait for the watcher's, and the harness would slow the exit it measures.
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
             while sup.is_running():
                 if path:
                     try:

@@ -351,7 +351,14 @@ async def run_case(
         # The case runs as its own task so that its bound is told apart from a timeout
         # raised inside it (a client's wait, which is a TimeoutError too).
         task = asyncio.ensure_future(case.fn(ctx, **ctx.params))
-        done, _ = await asyncio.wait({task}, timeout=scaled(case.timeout_s))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=scaled(case.timeout_s))
+        except asyncio.CancelledError:
+            # The harness itself is interrupted: end the case's task and let cleanup run.
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, scaled(5))
+            raise
         if not done:
             stacks = await ctx.hang_forensics(f"{case.id} exceeded {scaled(case.timeout_s):.0f}s")
             task.cancel()

@@ -277,7 +277,8 @@ def load_pyproject_target(path: str | Path = "pyproject.toml", *, allow_remote: 
     )
 
 
-_TARGET_KEYS = {f.name for f in fields(Target)} | {"cmd"}
+# faults name reference-server switches (--fault); a target file cannot set them.
+_TARGET_KEYS = ({f.name for f in fields(Target)} | {"cmd"}) - {"faults"}
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
 

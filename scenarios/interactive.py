@@ -14,15 +14,15 @@ from harness.scenario import Context, NotApplicable, scenario
 from harness.timing import scaled
 
 CASES = {
-    "quit-0": {"how": "quit", "key": "0", "streaming": False},
-    "quit-q": {"how": "quit", "key": "q", "streaming": False},
-    "ctrl_c-idle": {"how": "ctrl_c", "key": "", "streaming": False},
-    "ctrl_c-streaming": {"how": "ctrl_c", "key": "", "streaming": True},
+    "quit-0": {"how": "quit", "choice": "0", "streaming": False},
+    "quit-q": {"how": "quit", "choice": "q", "streaming": False},
+    "ctrl_c-idle": {"how": "ctrl_c", "choice": "", "streaming": False},
+    "ctrl_c-streaming": {"how": "ctrl_c", "choice": "", "streaming": True},
 }
 
 
 @scenario("interactive.exit", cases=CASES, requires={"pty"}, timeout_s=30)
-async def exit_(ctx: Context, how: str, key: str, streaming: bool) -> None:
+async def exit_(ctx: Context, how: str, choice: str, streaming: bool) -> None:
     """1. Start the target and the interactive client on a real pty; wait until it is connected.
     2. Optionally start a streamed reply (menu 1) and wait for its first output.
     3. Quit through the menu (0 or q), or press Ctrl+C.
@@ -46,7 +46,7 @@ async def exit_(ctx: Context, how: str, key: str, streaming: bool) -> None:
         # "<< " starts a streamed reply: the Ctrl+C below lands mid-stream.
         await asyncio.to_thread(session.expect, r"<< ", scaled(5))
     if how == "quit":
-        await asyncio.to_thread(session.sendline, key)
+        await asyncio.to_thread(session.sendline, choice)
         allowed: tuple[int, ...] = (0,)
     else:
         await asyncio.to_thread(session.ctrl_c)
@@ -58,7 +58,7 @@ async def exit_(ctx: Context, how: str, key: str, streaming: bool) -> None:
         stacks = await asyncio.to_thread(session.forensics)
     ctx.figure("client_exit_ms", result.exit_ms)
     ctx.check(checkers.within_bound(None if result.hung else result.exit_ms, bound_s * 1000,
-                           what=f"client exit after {how} {key}".strip(), check="client.exit_time", stacks=stacks))
+                           what=f"client exit after {how} {choice}".strip(), check="client.exit_time", stacks=stacks))
     ctx.check(checkers.exit_code(result.exitstatus, allowed, signal_killed=result.signalstatus))
     ctx.check(checkers.output_noise(result.output, "", ctx.target.noise_patterns))
     ctx.check(checkers.terminal_usable(session.terminal_state()))

@@ -149,3 +149,11 @@ def test_server_flags_follow_limit_changes_on_the_reference_server():
     assert t.limits.heartbeat_interval_s == 1 and t.faults == ("no_keepalive",)
     foreign = target_from_cmd("srv --port {port}").with_server_flags(heartbeat_interval_s=1)
     assert foreign.argv == ("srv", "--port", "{port}") and foreign.limits.heartbeat_interval_s == 1
+
+
+def test_a_target_file_cannot_set_fault_switches(tmp_path: Path):
+    """faults belong to the reference server's command line, not to a target file."""
+    f = tmp_path / "t.toml"
+    f.write_text('[target]\ncmd = "srv --port {port}"\nfaults = ["leak_tasks"]\n')
+    with pytest.raises(TargetError, match="unknown key.*faults"):
+        load_target(f)

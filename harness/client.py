@@ -64,6 +64,21 @@ else:  # pragma: no cover - 3.10 has no asyncio.timeout
     async def _bounded(aw: Any, timeout: float) -> Any:
         return await asyncio.wait_for(aw, timeout)
 
+def _fits_unpaused(conn: ClientConnection, data: str | bytes) -> bool:
+    """Whether sending ``data`` cannot block: writes are not paused and, even if none of
+    it reached the socket, the buffer would stay under the high-water mark, so flow
+    control cannot pause the send midway. Anything unsure takes the bounded path."""
+    if getattr(conn, "paused", True):
+        return False
+    try:
+        high = conn.transport.get_write_buffer_limits()[1]
+        size = conn.transport.get_write_buffer_size()
+    except (AttributeError, NotImplementedError):
+        return False
+    # A str is at most 4 bytes a character in UTF-8; 14 bytes is the largest frame header.
+    return size + 4 * len(data) + 14 < high
+
+
 #: URLs already found to be on loopback: the check parses the address, and a
 #: churn run builds thousands of clients for one URL. Cleared when it grows.
 _LOOPBACK_OK: set[str] = set()
@@ -94,6 +109,17 @@ class _Pending:
     chunks: list[Frame] = field(default_factory=list)
     final: Frame | None = None
     error: Frame | None = None
+    #: reply() callers' own futures, resolved with ``done`` by the reader itself: one
+    #: event-loop round trip to wake a caller, where a shielded ``done`` takes two.
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def settle(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+        for w in self.waiters:
+            if not w.done():
+                w.set_result(None)
+        self.waiters.clear()
 
 
 class Client:
@@ -247,7 +273,7 @@ class Client:
                     last = frame.seq if frame.seq is not None else (pend.chunks[-1].seq if pend.chunks else None)
                     self._end(pend.op, "ok", interrupted=bool(frame.interrupted), reason=frame.reason,
                                      chunks=len(pend.chunks), last_seq=last, error_code=None)
-                    pend.done.set_result(None)
+                    pend.settle()
                 elif kind == "error" and not self._dups.get(rid) and frame.code != "DUPLICATE_REQUEST":
                     # DUPLICATE_REQUEST refuses another frame that reused this
                     # id, not the request already streaming under it.
@@ -290,8 +316,7 @@ class Client:
                 "error_code": None}
         data.update(extra)
         self._end(pend.op, outcome, **data)
-        if not pend.done.done():
-            pend.done.set_result(None)
+        pend.settle()
 
     def _on_closed(self) -> None:
         conn = self._conn
@@ -321,7 +346,12 @@ class Client:
         try:
             # A peer that stopped reading fills the socket buffers and would hold this
             # send forever; the bound turns that into an answer.
-            await _bounded(conn.send(data), self.send_timeout)
+            if _fits_unpaused(conn, data):
+                # The frame only goes to the buffer and cannot wait on the peer, so the
+                # timer (a heap entry armed and cancelled per frame) is skipped.
+                await conn.send(data)
+            else:
+                await _bounded(conn.send(data), self.send_timeout)
         except asyncio.TimeoutError:
             self._end(op, "unknown", error=f"send blocked for {self.send_timeout:g} s: the peer is not reading")
             raise ClientTimeout(f"client {self.name}: {op.kind} could not be sent within {self.send_timeout:g} s") from None
@@ -355,8 +385,7 @@ class Client:
         try:
             await self._send(op, data)
         except ConnectionLost:
-            if not pend.done.done():
-                pend.done.set_result(None)
+            pend.settle()
             raise
         return rid
 
@@ -366,10 +395,16 @@ class Client:
         if pend is None:
             raise ClientError(f"client {self.name}: no request {request_id!r} was sent")
         if not pend.done.done():
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            pend.waiters.append(waiter)
             try:
-                await _bounded(asyncio.shield(pend.done), timeout if timeout is not None else scaled(30))
+                # The bound cancels only this caller's waiter, never ``done``.
+                await _bounded(waiter, timeout if timeout is not None else scaled(30))
             except asyncio.TimeoutError:
                 pass
+            finally:
+                if waiter in pend.waiters:
+                    pend.waiters.remove(waiter)
         return _reply(pend)
 
     async def interrupt(self, target: str | None, *, reason: str = "user",

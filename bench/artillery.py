@@ -30,8 +30,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.supervisor import Supervisor
+from harness.supervisor import OutputWaitError, Supervisor
 from harness.target import Limits, Readiness, Target
+from harness.timing import scaled
+
+from .common import tree_cpu_s
 
 __all__ = ["ArtilleryUnavailable", "ensure_artillery", "run_churn"]
 
@@ -133,9 +136,18 @@ async def run_churn(url: str, *, duration_s: int, concurrency: int, timeout_s: f
             health_path=None,
         )
         sup = Supervisor(target, work / "logs", name="artillery")
+        cpu: float | None = None
         try:
             await sup.start()
+            # Artillery's own CPU over its load phase (its start-up excluded): the
+            # steadier comparison on a shared machine, as for the Python drivers.
+            await sup.wait_for_output(r"Phase started", scaled(30), stream="stdout")
+            cpu0 = tree_cpu_s(sup.pid)
+            await sup.wait_for_output(r"Phase completed", duration_s + scaled(30), stream="stdout")
+            cpu = tree_cpu_s(sup.pid) - cpu0
             exit_report = await sup.wait_exit(timeout_s)
+        except OutputWaitError as exc:
+            raise ArtilleryUnavailable(f"artillery did not run its phase: {exc}") from None
         finally:
             await sup.stop()
         if exit_report is None:
@@ -155,4 +167,5 @@ async def run_churn(url: str, *, duration_s: int, concurrency: int, timeout_s: f
         "seconds": round(span_s, 3),
         "cycles_per_s": round(completed / span_s, 1) if span_s > 0 else None,
         "session_ms_p50": (agg.get("summaries", {}).get("vusers.session_length") or {}).get("median"),
+        "client_cpu_us_per_cycle": round(cpu / completed * 1e6) if cpu is not None and completed else None,
     }

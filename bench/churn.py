@@ -138,7 +138,11 @@ async def figure(quick: bool) -> Figure:
     fig.add("wschaos / bare", ratio(w, b), "x")
     fig.add("client CPU wschaos", med("wschaos", "client_cpu_us_per_cycle"), "us/cycle")
     fig.add("client CPU bare", med("bare", "client_cpu_us_per_cycle"), "us/cycle")
+    fig.add("client CPU artillery", art.get("client_cpu_us_per_cycle") if art else None, "us/cycle")
     fig.add("server CPU", med("bare", "server_cpu_us_per_cycle"), "us/cycle")
+    art_cpu = art.get("client_cpu_us_per_cycle") if art else None
+    # CPU per cycle moves far less with the machine's other load than throughput does.
+    fig.add("wschaos / artillery by client CPU", ratio(art_cpu, med("wschaos", "client_cpu_us_per_cycle")), "x")
     fig.add("wschaos / bare by CPU", ratio(
         med("bare", "client_cpu_us_per_cycle") + med("bare", "server_cpu_us_per_cycle"),
         med("wschaos", "client_cpu_us_per_cycle") + med("wschaos", "server_cpu_us_per_cycle")), "x")

@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 from websockets.asyncio.client import connect
 
-from harness.client import Client
+from harness.client import Client, ClientError
 from harness.history import History
 from harness.timing import scaled
 
@@ -50,10 +50,14 @@ async def _wschaos_loop(url: str, history: History, i: int, stop_at: float) -> t
     while time.monotonic() < stop_at and n < MAX_CYCLES_PER_LOOP:
         n += 1
         c = Client(url, history=history, name=f"w{i}-{n}")
-        await c.connect(timeout=scaled(5))
-        rid = await c.request("bench", chunks=1, chunk_delay_ms=0)
-        reply = await c.reply(rid, timeout=scaled(5))
-        await c.close()
+        try:
+            await c.connect(timeout=scaled(5))
+            rid = await c.request("bench", chunks=1, chunk_delay_ms=0)
+            reply = await c.reply(rid, timeout=scaled(5))
+            await c.close()
+        except ClientError:
+            failed += 1
+            continue
         if reply.complete and not reply.interrupted:
             ok += 1
         else:
@@ -70,11 +74,13 @@ async def _bare_loop(url: str, i: int, stop_at: float) -> tuple[int, int]:
                            open_timeout=scaled(5), close_timeout=scaled(5)) as ws:
             await ws.recv()  # SESSION_READY
             await ws.send(_REQUEST)
-            while True:
+            for _ in range(8):  # the chunk, the final; a few more would be a server bug
                 msg = await asyncio.wait_for(ws.recv(), scaled(5))
                 if '"final": true' in msg or '"final":true' in msg:
                     ok += 1
                     break
+            else:
+                failed += 1
     return ok, failed
 
 

@@ -13,7 +13,6 @@ import contextlib
 import math
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,10 +141,6 @@ async def running(target: Target | None = None, *, pty: bool = False, name: str 
             yield sup
         finally:
             await sup.stop()
-
-
-def monotonic() -> float:
-    return time.monotonic()
 
 
 def fmt(value: Any, unit: str = "") -> str:

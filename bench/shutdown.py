@@ -14,9 +14,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from harness.client import Client
 from harness.history import History
+from harness.protocol import Frame
 from harness.supervisor import Supervisor
 from harness.target import reference_target
 from harness.timing import scaled
@@ -27,7 +30,12 @@ __all__ = ["figure"]
 
 SESSIONS = 20
 PER_SESSION = 5
-STREAM = {"chunks": 100_000, "chunk_delay_ms": 20}
+STREAM: dict[str, Any] = {"chunks": 100_000, "chunk_delay_ms": 20}
+
+
+
+def _chunk_of(request_id: str) -> Callable[[Frame], bool]:
+    return lambda f: f.request_id == request_id and f.kind == "chunk"
 
 
 async def _open_streams(sup: Supervisor) -> list[tuple[Client, str]]:
@@ -36,7 +44,7 @@ async def _open_streams(sup: Supervisor) -> list[tuple[Client, str]]:
     await asyncio.gather(*(c.connect(timeout=scaled(10)) for c in clients))
     streams = [(c, await c.request("stream", **STREAM)) for c in clients for _ in range(PER_SESSION)]
     # Every stream has produced a chunk: the server holds 100 live replies.
-    await asyncio.gather(*(c.wait_frame(lambda f, r=r: f.request_id == r and f.kind == "chunk", scaled(10))
+    await asyncio.gather(*(c.wait_frame(_chunk_of(r), scaled(10))
                            for c, r in streams))
     return streams
 

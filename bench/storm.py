@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
+from typing import Any
 
 from harness.client import Client
 from harness.history import History
+from harness.protocol import Frame
 from harness.timing import scaled
 
 from .common import Figure, running, spread
@@ -23,7 +26,12 @@ __all__ = ["figure"]
 
 SESSIONS = 10
 PER_SESSION = 10
-STREAM = {"chunks": 100_000, "chunk_delay_ms": 5}
+STREAM: dict[str, Any] = {"chunks": 100_000, "chunk_delay_ms": 5}
+
+
+
+def _chunk_of(request_id: str) -> Callable[[Frame], bool]:
+    return lambda f: f.request_id == request_id and f.kind == "chunk"
 
 
 async def _round(rng: random.Random) -> tuple[list[float], int]:
@@ -36,7 +44,7 @@ async def _round(rng: random.Random) -> tuple[list[float], int]:
             streams = {c.name: [await c.request("stream", **STREAM) for _ in range(3)] for c in clients}
             # Every session is streaming before the storm starts.
             await asyncio.gather(*(
-                c.wait_frame(lambda f, r=streams[c.name][0]: f.request_id == r and f.kind == "chunk", scaled(5))
+                c.wait_frame(_chunk_of(streams[c.name][0]), scaled(5))
                 for c in clients))
 
             def targets(c: Client) -> list[str | None]:

@@ -75,6 +75,8 @@ class WschaosSettings:
     target_args: str = ""
     results_path: Path | None = None
     outcomes: list[CaseOutcome] = field(default_factory=list)
+    #: Called as progress(case_id, done, total, unit) by long cases (set by `wschaos run`).
+    progress: Callable[[str, int, int, str], None] | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -234,6 +236,7 @@ class WschaosSession:
                     run_dir=self.settings.run_dir,
                     profile=profile,
                     target_args=self.settings.target_args,
+                    progress=self.settings.progress,
                 )
             )
         except KeyboardInterrupt:

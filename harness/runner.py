@@ -9,6 +9,7 @@ when the run is interrupted, with the status saying so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class _Collector:
         self.outcomes: list[CaseOutcome] = []
         self.settings: Any = None
         self.collect_errors: list[str] = []
+        self._quarters: dict[str, int] = {}
         self.total = 0
         self.done = 0
         self.started = time.monotonic()
@@ -97,6 +99,23 @@ class _Collector:
             self.task = self.progress.add_task(self.label, total=self.total)
         else:
             self.console.print(f"wschaos: {self.label}: {self.total} cases")
+
+    def on_progress(self, case_id: str, done: int, total: int, unit: str) -> None:
+        """A long case's own progress: live in the description, or a line every quarter."""
+        if self.progress is not None:
+            self.progress.update(self.task, description=f"{self.label}: {case_id} {done}/{total} {unit}")
+        elif total:
+            quarter = done * 4 // total
+            if quarter > self._quarters.get(case_id, 0):
+                self._quarters[case_id] = quarter
+                self.console.print(Text.assemble(("....", "dim"), f" {case_id}: {done}/{total} {unit}"))
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        from .plugin import load_settings
+
+        # Settings are loaded lazily; a bad option is reported by the plugin itself.
+        with contextlib.suppress(Exception):
+            load_settings(config).progress = self.on_progress
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         case = nodeid.split("[", 1)[1][:-1] if "[" in nodeid else nodeid
@@ -132,6 +151,21 @@ class _Collector:
         self.settings = session.config.stash.get(SETTINGS_KEY, None)
         if self.settings is not None:
             self.outcomes = list(self.settings.outcomes)
+
+
+def _uncaptured(console: Console) -> Console:
+    """A console on a duplicate of stderr's descriptor, made before pytest captures fd 2.
+
+    pytest captures the standard descriptors while a case runs; progress from inside
+    a case (cycle counts) would vanish into that capture without its own descriptor.
+    """
+    from .report import make_console
+
+    try:
+        stream = os.fdopen(os.dup(console.file.fileno()), "w", buffering=1, encoding="utf-8")
+    except (AttributeError, OSError, ValueError):  # not a real file (tests, embedding)
+        return console
+    return make_console(stream, width=console.width if not console.is_terminal else None)
 
 
 def _pytest_args(opts: GateOptions, run_dir: Path, seed: int) -> list[str]:
@@ -180,8 +214,13 @@ def run_gate(opts: GateOptions, console: Console) -> GateRun:
     try:
         for i in range(opts.repeat):
             label = f"run {i + 1}/{opts.repeat}" if opts.repeat > 1 else "gate"
-            collector = _Collector(console, label)
-            code = pytest.main(_pytest_args(opts, run_dir, seed + i), plugins=[collector])
+            collector = _Collector(_uncaptured(console), label)
+            try:
+                code = pytest.main(_pytest_args(opts, run_dir, seed + i), plugins=[collector])
+            finally:
+                if collector.console is not console:
+                    with contextlib.suppress(OSError):
+                        collector.console.file.close()
             if collector.settings is not None:
                 run.target = TargetInfo.from_target(collector.settings.target)
             run.cases += [CaseResult.from_outcome(o, repeat=i, run_dir=run_dir) for o in collector.outcomes]

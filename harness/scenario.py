@@ -185,6 +185,7 @@ class Context:
         self._upstreams: list[FakeUpstream] = []
         self._closers: list[Callable[[], Awaitable[Any]]] = []
         self._names = 0
+        self._progress: Callable[[str, int, int, str], None] | None = None
 
     @property
     def limits(self) -> Limits:
@@ -201,6 +202,12 @@ class Context:
 
     def add_series(self, name: str, points: Iterable[tuple[float, float]]) -> None:
         self.series[name] = [[float(x), float(y)] for x, y in points]
+
+    def progress(self, done: int, total: int, unit: str = "cycles") -> None:
+        """Report how far a long case is (shown live by `wschaos run`); never raises."""
+        if self._progress is not None:
+            with contextlib.suppress(Exception):
+                self._progress(self.case.id, done, total, unit)
 
     def require(self, capability: str) -> None:
         """Skip (not pass) when the target lacks a capability, e.g. the reference test switches."""
@@ -334,11 +341,13 @@ async def run_case(
     run_dir: Path,
     profile: str = "gate",
     target_args: str = "",
+    progress: Callable[[str, int, int, str], None] | None = None,
 ) -> CaseOutcome:
     """Run one case under its time bound; crashes and timeouts become *unknown*, never pass."""
     case_dir = run_dir / _safe(case.id)
     case_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(case, target, seed=seed, run_dir=case_dir, profile=profile)
+    ctx._progress = progress
     outcome = CaseOutcome(
         case_id=case.id,
         scenario=case.scenario,

@@ -87,6 +87,7 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
     for start in range(0, cycles, step):
         await asyncio.gather(*(one(i) for i in range(start, min(cycles, start + step))))
         done = min(cycles, start + step)
+        ctx.progress(done, cycles)
         for _ in range(3):
             reply = await meter.reply(await meter.request("meter", chunks=20, chunk_delay_ms=0), scaled(5))
             if reply.total_ms is not None:

@@ -62,17 +62,20 @@ def _fmt_num(x: Any) -> str:
 
 
 def format_figures(figures: dict[str, Any], limit: int = 4) -> str:
-    """``p99_ms=412 bound_ms=200``: scalar figures first; lists shown by their size."""
+    """``p99_ms=412 bound_ms=200``: scalars first, then small mappings inline, lists by size.
+
+    Empty lists and mappings say nothing and are left out ("missing=[0]" read as a value).
+    """
     parts = []
     for name, val in figures.items():
-        if isinstance(val, (list, tuple)):
-            continue
-        if isinstance(val, dict):
-            continue
-        parts.append(f"{name}={_fmt_num(val)}")
+        if not isinstance(val, (list, tuple, dict)):
+            parts.append(f"{name}={_fmt_num(val)}")
     for name, val in figures.items():
-        if isinstance(val, (list, tuple)):
-            parts.append(f"{name}=[{len(val)}]")
+        if isinstance(val, dict) and val and len(val) <= 5 and not any(isinstance(v, (dict, list)) for v in val.values()):
+            parts.append(f"{name}={{" + ", ".join(f"{k}={_fmt_num(v)}" for k, v in val.items()) + "}")
+    for name, val in figures.items():
+        if isinstance(val, (list, tuple)) and val:
+            parts.append(f"{name}: {len(val)} items")
     more = len(parts) - limit
     return " ".join(parts[:limit]) + (f" (+{more})" if more > 0 else "")
 

@@ -45,6 +45,8 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target-cmd", metavar="CMD", help="the command that starts the service, with {port}")
     g.add_argument("--fault", action="append", default=[], metavar="NAME",
                    help="turn on a reference-server fault switch (repeatable)")
+    g.add_argument("--client-cmd", metavar="CMD",
+                   help="the interactive client to drive on a pty, with {url} (default: the reference client)")
     g.add_argument("--python-probe", action="store_true", help="inject the zero-code probe into a Python target")
     g.add_argument("--allow-remote", action="store_true", help="allow a target outside loopback")
 
@@ -153,6 +155,7 @@ def _gate_options(args: argparse.Namespace) -> GateOptions:
     return GateOptions(
         target_file=args.target, target_cmd=args.target_cmd, faults=list(args.fault),
         python_probe=args.python_probe, allow_remote=args.allow_remote, seed=args.seed,
+        client_cmd=getattr(args, "client_cmd", None),
         profile=args.profile, cases=list(args.case), repeat=repeat, report_root=Path(args.report_dir),
         known=load_known(known_path) if known_path else None,
         baseline=Path(args.baseline) if args.baseline else None,

@@ -88,6 +88,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wschaos-profile", dest="wschaos_profile", metavar="NAME", help=PROFILE_HELP)
     group.addoption("--wschaos-run-dir", dest="wschaos_run_dir", metavar="DIR", help=RUN_DIR_HELP)
     group.addoption("--wschaos-allow-remote", dest="wschaos_allow_remote", action="store_true", help=ALLOW_REMOTE_HELP)
+    group.addoption("--wschaos-client-cmd", dest="wschaos_client_cmd", metavar="CMD",
+                    help="the interactive client to drive on a pty, with {url} (default: the reference client)")
     group.addoption("--wschaos-python-probe", dest="wschaos_python_probe", action="store_true", help=PROBE_HELP)
     group.addoption("--wschaos-case", dest="wschaos_case", action="append", default=[], metavar="GLOB",
                     help="run only the scenario cases whose id or scenario matches (repeatable)")
@@ -144,6 +146,18 @@ def load_settings(config: pytest.Config) -> WschaosSettings:
             raise SettingError("--wschaos-fault applies to the reference server only")
         target = target.with_faults(*faults)
         target_args += "".join(f" --fault {f}" for f in faults)
+    client_cmd = config.getoption("wschaos_client_cmd")
+    if client_cmd:
+        from dataclasses import replace as _replace
+
+        try:
+            client_argv = tuple(shlex.split(client_cmd))
+        except ValueError as exc:
+            raise SettingError(f"--wschaos-client-cmd: cannot split {client_cmd!r}: {exc}") from None
+        if not client_argv:
+            raise SettingError("--wschaos-client-cmd is empty")
+        target = _replace(target, interactive_client=client_argv)
+        target_args += f" --client-cmd {shlex.quote(client_cmd)}"
     if config.getoption("wschaos_python_probe"):
         from dataclasses import replace
 

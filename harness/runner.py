@@ -48,6 +48,7 @@ class GateOptions:
     faults: list[str] = field(default_factory=list)
     python_probe: bool = False
     allow_remote: bool = False
+    client_cmd: str | None = None
     seed: int | None = None
     profile: str = "gate"
     cases: list[str] = field(default_factory=list)
@@ -187,6 +188,8 @@ def _pytest_args(opts: GateOptions, run_dir: Path, seed: int) -> list[str]:
         args += ["--wschaos-fault", f]
     for c in opts.cases:
         args += ["--wschaos-case", c]
+    if opts.client_cmd:
+        args += ["--wschaos-client-cmd", opts.client_cmd]
     if opts.python_probe:
         args.append("--wschaos-python-probe")
     if opts.allow_remote:

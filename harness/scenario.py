@@ -216,6 +216,20 @@ class Context:
         if capability == "stats" and not self.target.stats_path and not self.target.python_probe:
             raise NotApplicable("needs /stats or the injected Python probe")
 
+    async def require_stats(self, sup: Supervisor) -> None:
+        """Skip (not pass) unless /stats answers or the injected probe is on.
+
+        A target given by command line alone has /stats "if it answers": a 404 or
+        a non-JSON page means the resource checks have nothing to read.
+        """
+        from .actions import stats_sample
+
+        if await stats_sample(self, sup) is None:
+            raise NotApplicable(
+                "needs /stats or the injected Python probe (--python-probe): "
+                f"{self.target.stats_path or '/stats'} did not answer with JSON"
+            )
+
     def name(self, prefix: str = "c") -> str:
         self._names += 1
         return f"{prefix}{self._names}"

@@ -25,9 +25,9 @@ async def silent_peer(ctx: Context, how: str) -> None:
     answers pings), or a separate peer process frozen with SIGSTOP.
     3. Result: the server drops it within two heartbeat intervals plus a margin, and its
     session is released (connections and sessions back to 0)."""
-    ctx.require("stats")
     target = ctx.target.with_server_flags(heartbeat_interval_s=INTERVAL_S)
     sup = await ctx.start_target(target=target)
+    await ctx.require_stats(sup)
     interval = target.limits.heartbeat_interval_s
     bound_ms = scaled(2 * interval + ctx.limits.exit_margin_s) * 1000
     if how == "stop_reading":

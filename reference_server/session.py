@@ -64,6 +64,8 @@ class Session:
             soft_limit=SOFT_LIMIT,
             hard_limit=None if self.faults.unbounded_buffer else max(4 * 1024 * 1024, 4 * self.cfg.max_size),
             on_overflow=self.abort,
+            # handler_growth: the hooks run on every frame sent too ("every later frame").
+            on_frame_sent=faultmod.run_frame_hooks if self.faults.handler_growth else None,
             send_lock=faultmod.shared_send_lock() if self.faults.global_send_lock else None,
         )
         self._side_tasks: set[asyncio.Task[None]] = set()

@@ -9,14 +9,15 @@ with the reason instead of ending the run.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -27,10 +28,13 @@ if str(ROOT) not in sys.path:  # run as a script: the harness is importable from
 from harness.supervisor import Supervisor  # noqa: E402
 from harness.target import Target, reference_target  # noqa: E402
 
+T = TypeVar("T")
+
 __all__ = [
     "ROOT",
     "Figure",
     "Goal",
+    "bounded",
     "cpu_s",
     "percentile",
     "ratio",
@@ -82,6 +86,16 @@ class Figure:
             "notes": self.notes,
             "details": self.details,
         }
+
+
+if sys.version_info >= (3, 11):
+    async def bounded(aw: Awaitable[T], timeout: float) -> T:
+        """``await aw`` within ``timeout``; on 3.11+ without the Task ``wait_for`` creates."""
+        async with asyncio.timeout(timeout):
+            return await aw
+else:  # pragma: no cover - 3.10
+    async def bounded(aw: Awaitable[T], timeout: float) -> T:
+        return await asyncio.wait_for(aw, timeout)
 
 
 def percentile(values: Sequence[float], p: float) -> float | None:

@@ -22,6 +22,9 @@ Design notes (why it is built this way):
   SIGTERM/SIGHUP handler stop them all; each target also gets a guard process
   (:mod:`harness._guard`) that kills its tree on EOF of a pipe from the
   harness, so even SIGKILL of the harness leaves nothing behind.
+
+The fork, the pty's leader shim, the guard and the readiness probes are in
+:mod:`harness.launch`; reading and matching the output is :mod:`harness.capture`.
 """
 
 from __future__ import annotations
@@ -29,27 +32,24 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
-import fcntl
 import os
-import re
 import signal
-import socket
 import subprocess
-import sys
 import termios
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from . import proctree
+from .capture import Flag, OutputCapture
 from .history import History
+from .launch import free_port, port_free, probe_http, probe_port, release_guard, spawn, start_guard
 from .target import Target, check_loopback
 from .timing import Deadline, now_ns, scaled
 
@@ -65,9 +65,6 @@ __all__ = [
     "TargetStartError",
     "stop_all",
 ]
-
-TAIL_LINES = 40
-
 
 class TargetStartError(RuntimeError):
     """The target died or never became ready; the message ends with its output tails."""
@@ -114,59 +111,6 @@ class CleanupReport:
     unkillable: list[dict[str, Any]] = field(default_factory=list)
 
 
-# -- cross-thread signalling ---------------------------------------------------
-class _Flag:
-    """Set once from any thread; awaited from any event loop, or waited on synchronously."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-        self._lock = threading.Lock()
-        self._futs: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-    def set(self) -> None:
-        with self._lock:
-            self._event.set()
-            futs, self._futs = self._futs, []
-        for loop, fut in futs:
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                loop.call_soon_threadsafe(_resolve, fut, None)
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait_sync(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
-
-    async def wait(self, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        with self._lock:
-            if self._event.is_set():
-                return True
-            self._futs.append((loop, fut))
-        try:
-            await asyncio.wait_for(fut, max(0.0, timeout))
-            return True
-        except asyncio.TimeoutError:
-            return self._event.is_set()
-        finally:
-            with self._lock, contextlib.suppress(ValueError):
-                self._futs.remove((loop, fut))
-
-
-def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-@dataclass
-class _LineWaiter:
-    regex: re.Pattern[str]
-    streams: frozenset[str]
-    loop: asyncio.AbstractEventLoop
-    fut: asyncio.Future[re.Match[str] | None]
-
-
 # -- the registry of live targets ----------------------------------------------
 _LIVE: dict[int, Supervisor] = {}
 _LIVE_LOCK = threading.RLock()
@@ -211,101 +155,6 @@ def _install_handlers() -> None:
 
 atexit.register(stop_all)
 
-# -- the child side ------------------------------------------------------------
-try:
-    _LIBC: Any = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-except OSError:  # pragma: no cover
-    _LIBC = None
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_setup(with_pty: bool, parent_pid: int) -> Callable[[], None]:
-    def setup() -> None:  # runs in the child between fork and exec, after setsid
-        if with_pty:
-            # stdin is the pty slave: make it the controlling terminal of the
-            # new session, so VINTR on the master signals the foreground group.
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent_pid:  # the harness died before prctl took effect
-                os._exit(137)
-
-    return setup
-
-
-# With a pty the terminal needs a session leader that outlives the target: when
-# a session leader with a controlling terminal exits, the kernel hangs the
-# terminal up and SIGHUPs its foreground group, which would kill every helper
-# the target leaked and hide it from the survivor check. A person's shell is
-# that leader; this shim plays the shell: it forks the target into its own
-# foreground process group, reports its pid and the instant it is reaped
-# (CLOCK_MONOTONIC is system-wide), and stays until the harness lets it go.
-_PTY_LEADER = r"""
-import ctypes, os, signal, sys, time
-status_fd, control_fd, argv = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
-    signal.signal(sig, signal.SIG_IGN)
-go_r, go_w = os.pipe()
-pid = os.fork()
-if pid == 0:
-    os.close(go_w)
-    os.read(go_r, 1)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
-        signal.signal(sig, signal.SIG_DFL)
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
-    os.close(status_fd); os.close(control_fd)
-    try:
-        os.execvp(argv[0], argv)
-    except OSError as exc:
-        os.write(2, f"wschaos: cannot start {argv[0]!r}: {exc}\n".encode())
-        os._exit(127)
-os.setpgid(pid, pid)
-os.tcsetpgrp(0, pid)
-# The target has the output pipes now; the leader lets go of its copies, so the
-# harness sees EOF the moment the target's tree is gone, not when the leader goes.
-_null = os.open(os.devnull, os.O_WRONLY)
-os.dup2(_null, 1)
-os.dup2(_null, 2)
-os.close(_null)
-os.write(status_fd, f"pid {pid}\n".encode())
-os.write(go_w, b"x")
-_, status = os.waitpid(pid, 0)
-os.write(status_fd, f"exit {status} {time.monotonic_ns()}\n".encode())
-os.close(status_fd)
-while os.read(control_fd, 64):
-    pass
-"""
-
-
-def _free_port(host: str) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host.strip("[]"), 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(host: str, port: int) -> bool:
-    """True when nothing listens on the port: a bind with SO_REUSEADDR succeeds (TIME_WAIT is fine)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host.strip("[]"), port))
-        except OSError:
-            return False
-    return True
-
-
-def _compile_noise(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
-    out = []
-    for p in patterns:
-        try:
-            out.append(re.compile(p))
-        except re.error:  # a plain string that is not a valid regex: match it literally
-            out.append(re.compile(re.escape(p)))
-    return out
-
-
 # -- the supervisor ------------------------------------------------------------
 class Supervisor:
     """One target process and its tree. See the module docstring for the design."""
@@ -338,12 +187,10 @@ class Supervisor:
         self.exited_ns: int | None = None
         self.returncode: int | None = None
         self._token = uuid.uuid4().hex
-        self._lock = threading.Lock()
         self._stop_lock = threading.Lock()
-        self._lines: dict[str, list[str]] = {"stdout": [], "stderr": [], "tty": []}
-        self._waiters: list[_LineWaiter] = []
-        self._eof: dict[str, _Flag] = {"stdout": _Flag(), "stderr": _Flag(), "tty": _Flag()}
-        self._exited = _Flag()
+        #: stdout, stderr and the pty: lines, EOF flags, waiters, log files (harness.capture).
+        self._out = OutputCapture(name, target.noise_patterns)
+        self._exited = Flag()
         self._signals: list[tuple[str, str, int]] = []
         self._killed_by_harness = False
         self._popen: subprocess.Popen[bytes] | None = None
@@ -357,7 +204,14 @@ class Supervisor:
         self._guard_pipe: int | None = None
         self._cleanup: CleanupReport | None = None
         self._started = False
-        self._noise = _compile_noise(target.noise_patterns)
+
+    @property
+    def _lines(self) -> dict[str, list[str]]:
+        return self._out.lines
+
+    @property
+    def _eof(self) -> dict[str, Flag]:
+        return self._out.eof
 
     # -- addresses -------------------------------------------------------------
     @property
@@ -378,7 +232,7 @@ class Supervisor:
         readiness = self.target.readiness
         needs_port_arg = any("{port}" in a for a in self.target.argv)
         if not self.port and needs_port_arg:
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
         if not self.port and readiness.kind == "port":
             raise TargetStartError(
                 f"{self.name}: readiness 'port' needs a port: give target.port or a {{port}} in argv"
@@ -396,7 +250,10 @@ class Supervisor:
         except OSError as exc:
             raise TargetStartError(f"{self.name}: cannot start {self.argv!r}: {exc}") from exc
         _install_handlers()
-        self._start_guard()
+        # A watcher that kills the tree if this process dies without stopping it.
+        self._guard, self._guard_pipe = start_guard(
+            self.log_dir / f"{self.name}.guard.log", pid=self.pid, sid=self._sid, marker=self._token
+        )
         if self.history is not None:
             self.history.observe("supervisor", "start", pid=self.pid, argv=self.argv, name=self.name)
 
@@ -407,9 +264,9 @@ class Supervisor:
             await self.stop()
             raise
         if problem is not None:
-            await self._flush_output(scaled(1.0))
+            await self._out.flush(scaled(1.0))
             await self.stop()
-            raise TargetStartError(f"{self.name} (pid {self.pid}): {problem}{self._tails_text()}")
+            raise TargetStartError(f"{self.name} (pid {self.pid}): {problem}{self._out.tails_text()}")
         self.ready_ns = now_ns()
         if self.history is not None:
             self.history.observe(
@@ -432,77 +289,29 @@ class Supervisor:
 
     def _run_child(self, spawned: Future[None]) -> None:
         """The dedicated thread: fork the target, wait for it, stamp its exit."""
-        slave: int | None = None
-        fds: list[int] = []
         try:
-            argv: list[str] = self.argv
-            pass_fds: tuple[int, ...] = ()
-            if self.use_pty:
-                self._master, slave = os.openpty()
-                status_r, status_w = os.pipe()
-                control_r, self._control_w = os.pipe()
-                fds = [status_r, status_w, control_r]
-                pass_fds = (status_w, control_r)
-                argv = [sys.executable, "-I", "-c", _PTY_LEADER, str(status_w), str(control_r), *self.argv]
-            self._popen = subprocess.Popen(
-                argv,
-                stdin=slave if slave is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=self.target.cwd,
-                env=self.env,
-                start_new_session=True,
-                pass_fds=pass_fds,
-                preexec_fn=_child_setup(self.use_pty, os.getpid()),
-            )
+            child = spawn(self.argv, cwd=self.target.cwd, env=self.env, use_pty=self.use_pty)
         except BaseException as exc:
-            for fd in (slave, self._master, self._control_w, *fds):
-                if fd is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._master = self._control_w = None
             spawned.set_exception(exc)
             return
-        popen = self._popen
+        popen = self._popen = child.popen
         self._sid = popen.pid
-        status = None
-        if self.use_pty:
-            os.close(slave)  # type: ignore[arg-type]  # only the child holds the slave now
-            os.close(fds[1])
-            os.close(fds[2])
-            status = os.fdopen(fds[0], "rb")
-            first = status.readline().split()
-            if len(first) == 2 and first[0] == b"pid":
-                self._leader_pid = popen.pid
-                self.pid = int(first[1])
-            else:  # the leader died before forking: report it as the target
-                self.pid = popen.pid
-        else:
-            self.pid = popen.pid
+        self._master, self._control_w = child.master, child.control_w
+        self._leader_pid = child.leader_pid
+        self.pid = child.pid
         with contextlib.suppress(psutil.Error):
             self._proc = psutil.Process(self.pid)
         assert popen.stdout is not None and popen.stderr is not None
-        self._start_reader("stdout", popen.stdout.fileno(), self.stdout_path)
-        self._start_reader("stderr", popen.stderr.fileno(), self.stderr_path)
+        self._out.start_reader("stdout", popen.stdout.fileno(), self.stdout_path)
+        self._out.start_reader("stderr", popen.stderr.fileno(), self.stderr_path)
         if self._master is not None:
-            self._start_reader("tty", self._master, self.tty_path)
+            self._out.start_reader("tty", self._master, self.tty_path)
         else:
             self._eof["tty"].set()
         with _LIVE_LOCK:
             _LIVE[id(self)] = self
         spawned.set_result(None)
-        if status is None:
-            rc = popen.wait()
-            exited_ns = now_ns()
-        else:
-            with status:
-                last = status.readline().split()
-            if len(last) == 3 and last[0] == b"exit":
-                rc = os.waitstatus_to_exitcode(int(last[1]))
-                exited_ns = int(last[2])
-            else:  # the leader was killed first (SIGKILL): the target went with it
-                popen.wait()
-                exited_ns, rc = now_ns(), -signal.SIGKILL
+        rc, exited_ns = child.wait_exit()
         self.exited_ns = exited_ns
         self.returncode = rc
         self._exited.set()
@@ -510,132 +319,29 @@ class Supervisor:
             self.history.observe(
                 "supervisor", "exit", t_ns=self.exited_ns, pid=self.pid, returncode=rc, name=self.name
             )
-        if status is not None:
+        if child.status is not None:
             # Stay until the leader exits: its PR_SET_PDEATHSIG fires when this
-            # thread ends, and it must outlive the target (see _PTY_LEADER).
+            # thread ends, and it must outlive the target (see launch._PTY_LEADER).
             popen.wait()
 
-    # -- output ----------------------------------------------------------------
-    def _start_reader(self, stream: str, fd: int, path: Path) -> None:
-        log = open(path, "wb")  # noqa: SIM115 - closed by the reader thread at EOF
-        threading.Thread(
-            target=self._pump, args=(stream, fd, log), name=f"wschaos-{stream}-{self.name}", daemon=True
-        ).start()
-
-    def _pump(self, stream: str, fd: int, log: IO[bytes]) -> None:
-        buf = b""
-        try:
-            while True:
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:  # EIO on a pty master once the slave side is gone
-                    chunk = b""
-                if not chunk:
-                    break
-                log.write(chunk)
-                log.flush()
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for raw in lines:
-                    self._on_line(stream, raw)
-            if buf:
-                self._on_line(stream, buf)
-        finally:
-            log.close()
-            self._eof[stream].set()
-            self._wake_waiters_at_eof()
-
-    def _on_line(self, stream: str, raw: bytes) -> None:
-        line = raw.decode("utf-8", "replace").rstrip("\r")
-        with self._lock:
-            self._lines[stream].append(line)
-            hits = [(w, m) for w in self._waiters if stream in w.streams and (m := w.regex.search(line))]
-            for w, _ in hits:
-                self._waiters.remove(w)
-        for w, m in hits:
-            with contextlib.suppress(RuntimeError):
-                w.loop.call_soon_threadsafe(_resolve, w.fut, m)
-
-    def _wake_waiters_at_eof(self) -> None:
-        with self._lock:
-            done = [w for w in self._waiters if all(self._eof[s].is_set() for s in w.streams)]
-            for w in done:
-                self._waiters.remove(w)
-        for w in done:
-            with contextlib.suppress(RuntimeError):
-                w.loop.call_soon_threadsafe(_resolve, w.fut, None)
-
-    def _streams(self, stream: str) -> frozenset[str]:
-        if stream == "any":
-            return frozenset({"stdout", "stderr"})
-        if stream not in self._lines:
-            raise ValueError(f"stream must be stdout, stderr, tty or any, not {stream!r}")
-        return frozenset({stream})
-
-    async def _wait_match(self, pattern: str, timeout: float, stream: str) -> re.Match[str] | None:
-        """The first line (already seen or to come) matching; None at EOF or the bound."""
-        regex = re.compile(pattern)
-        streams = self._streams(stream)
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            for s in ("stdout", "stderr", "tty"):
-                if s in streams:
-                    for line in self._lines[s]:
-                        m = regex.search(line)
-                        if m:
-                            return m
-            if all(self._eof[s].is_set() for s in streams):
-                return None
-            waiter = _LineWaiter(regex, streams, loop, loop.create_future())
-            self._waiters.append(waiter)
-        try:
-            return await asyncio.wait_for(waiter.fut, max(0.0, timeout))
-        except asyncio.TimeoutError:
-            return None
-        finally:
-            with self._lock, contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
-
+    # -- output (kept by harness.capture) --------------------------------------
     async def wait_for_output(self, pattern: str, timeout: float, stream: str = "any") -> str:
         """The first line matching ``pattern`` (a regex), seen already or within ``timeout``."""
-        m = await self._wait_match(pattern, timeout, stream)
+        m = await self._out.wait_match(pattern, timeout, stream)
         if m is None:
-            why = "the stream ended" if all(self._eof[s].is_set() for s in self._streams(stream)) else (
-                f"{timeout:.1f}s passed"
-            )
+            why = "the stream ended" if self._out.ended(stream) else f"{timeout:.1f}s passed"
             raise OutputWaitError(
-                f"{self.name}: no {stream} line matched /{pattern}/ ({why}){self._tails_text()}"
+                f"{self.name}: no {stream} line matched /{pattern}/ ({why}){self._out.tails_text()}"
             )
         return m.string
 
     def output(self, stream: str = "stdout") -> str:
         """Everything captured so far on ``stream`` (stdout, stderr, tty or any)."""
-        with self._lock:
-            if stream == "any":
-                return "\n".join(self._lines["stdout"] + self._lines["stderr"])
-            return "\n".join(self._lines[self._streams(stream).__iter__().__next__()])
-
-    def _tail(self, stream: str, n: int = TAIL_LINES) -> str:
-        with self._lock:
-            return "\n".join(self._lines[stream][-n:])
-
-    def _tails_text(self) -> str:
-        return (
-            f"\n--- {self.name} stdout tail ---\n{self._tail('stdout') or '(empty)'}"
-            f"\n--- {self.name} stderr tail ---\n{self._tail('stderr') or '(empty)'}"
-        )
-
-    async def _flush_output(self, timeout: float) -> None:
-        """Let the readers reach EOF; bounded, since an orphan may hold the pipes open."""
-        deadline = Deadline.after(timeout)
-        for s in ("stdout", "stderr"):
-            await self._eof[s].wait(deadline.remaining())
+        return self._out.output(stream)
 
     def noise(self) -> list[str]:
         """Lines of stdout and stderr matching the target's noise patterns."""
-        with self._lock:
-            lines = self._lines["stdout"] + self._lines["stderr"]
-        return [ln for ln in lines if any(rx.search(ln) for rx in self._noise)]
+        return self._out.noise()
 
     # -- readiness -------------------------------------------------------------
     async def _await_ready(self, bound: float) -> str | None:
@@ -644,7 +350,7 @@ class Supervisor:
         r = self.target.readiness
         if r.kind == "line":
             what = f"a stdout line matching /{r.pattern}/"
-            match_task = asyncio.ensure_future(self._wait_match(r.pattern, bound, "stdout"))
+            match_task = asyncio.ensure_future(self._out.wait_match(r.pattern, bound, "stdout"))
             exit_task = asyncio.ensure_future(self._exited.wait(bound))
             try:
                 await asyncio.wait({match_task, exit_task}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
@@ -684,45 +390,12 @@ class Supervisor:
             if self._exited.is_set():
                 return f"exited with code {self.returncode} before it was ready (waiting for {what})"
             attempt = min(scaled(1.0), deadline.remaining())
-            ok = await (self._probe_port(attempt) if r.kind == "port" else self._probe_http(url, attempt))
+            ok = await (probe_port(self.host, self.port, attempt) if r.kind == "port" else probe_http(url, self.host, attempt))
             if ok:
                 return None
             # A bounded poll of the condition; ends early if the process exits.
             await self._exited.wait(min(0.05, deadline.remaining()))
         return f"not ready within {bound:.1f}s: waited for {what}"
-
-    async def _probe_port(self, timeout: float) -> bool:
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
-        except (OSError, asyncio.TimeoutError):
-            return False
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-        return True
-
-    async def _probe_http(self, url: str, timeout: float) -> bool:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(url)
-        host, port = parts.hostname or self.host, parts.port or 80
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-        async def get() -> bool:
-            reader, writer = await asyncio.open_connection(host, port)
-            try:
-                writer.write(f"GET {path} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode())
-                await writer.drain()
-                status = await reader.readline()
-            finally:
-                writer.close()
-            fields = status.split()
-            return len(fields) >= 2 and fields[1][:1] == b"2"
-
-        try:
-            return await asyncio.wait_for(get(), timeout)
-        except (OSError, asyncio.TimeoutError, ValueError):
-            return False
 
     # -- signals ---------------------------------------------------------------
     def _record_signal(self, name: str, how: str, t_ns: int) -> None:
@@ -765,7 +438,7 @@ class Supervisor:
         """The exit report, or None if the target still runs at the bound (it is not killed)."""
         if not await self._exited.wait(timeout):
             return None
-        await self._flush_output(scaled(0.5))
+        await self._out.flush(scaled(0.5))
         return self.exit_report
 
     @property
@@ -784,8 +457,8 @@ class Supervisor:
             signal_killed=-rc if rc < 0 else None,
             classification=self._classify(rc),
             noise=self.noise(),
-            stdout_tail=self._tail("stdout"),
-            stderr_tail=self._tail("stderr"),
+            stdout_tail=self._out.tail("stdout"),
+            stderr_tail=self._out.tail("stderr"),
             pid=self.pid,
             signals=list(self._signals),
         )
@@ -818,7 +491,7 @@ class Supervisor:
             reason=reason,
             path=self.log_dir / f"{self.name}.forensics.txt",
             probe_address=self.env.get("WSCHAOS_PROBE_SOCKET"),
-            stderr_tail=self._tail("stderr", 20),
+            stderr_tail=self._out.tail("stderr", 20),
             history=self.history,
             name=self.name,
         )
@@ -835,47 +508,7 @@ class Supervisor:
             pids.add(self._leader_pid)
         return pids
 
-    # -- the guard -------------------------------------------------------------
-    def _start_guard(self) -> None:
-        """A watcher that kills the tree if this process dies without stopping it."""
-        r, w = os.pipe()  # non-inheritable: no other child keeps the harness end open
-        guard_log = open(self.log_dir / f"{self.name}.guard.log", "ab")  # noqa: SIM115
-        try:
-            self._guard = subprocess.Popen(
-                [
-                    sys.executable, "-I", str(Path(__file__).with_name("_guard.py")),
-                    "--pid", str(self.pid), "--sid", str(self._sid), "--marker", self._token,
-                ],
-                stdin=r,
-                stdout=subprocess.DEVNULL,
-                stderr=guard_log,
-                start_new_session=True,
-                close_fds=True,
-            )
-            self._guard_pipe = w
-        except OSError:
-            os.close(w)  # pdeathsig and atexit still cover the common cases
-        finally:
-            os.close(r)
-            guard_log.close()
-
-    def _release_guard(self, timeout: float) -> None:
-        from ._guard import DETACH
-
-        if self._guard_pipe is not None:
-            with contextlib.suppress(OSError):
-                os.write(self._guard_pipe, DETACH)
-            with contextlib.suppress(OSError):
-                os.close(self._guard_pipe)
-            self._guard_pipe = None
-        if self._guard is not None:
-            try:
-                self._guard.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._guard.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._guard.wait(timeout)
-
+    # -- the guard and the leader ----------------------------------------------
     def _release_leader(self, timeout: float) -> None:
         """Let the pty's leader shim exit now that the tree is stopped, and reap it."""
         if self._control_w is not None:
@@ -917,7 +550,7 @@ class Supervisor:
             # Whatever of the tree is alive once the target has exited by itself outlived it;
             # and whether one of them still holds the port is judged before they are killed.
             survivors = [] if was_running else [proctree.describe(p) for p in procs]
-            port_free_at_exit = _port_free(self.host, self.port) if self.port and not was_running else None
+            port_free_at_exit = port_free(self.host, self.port) if self.port and not was_running else None
             stopped, unkillable = proctree.stop_procs(
                 procs, term_timeout=term, kill_timeout=kill, own_pid=None if self._leader_pid else self.pid,
                 wait_own=self._exited.wait_sync,
@@ -942,21 +575,22 @@ class Supervisor:
                     if f is not None and self._eof["stdout"].is_set() and self._eof["stderr"].is_set():
                         with contextlib.suppress(OSError):
                             f.close()
-            self._release_guard(scaled(2.0))
-            port_free = port_free_at_exit
-            if port_free is None and self.port:
-                port_free = _port_free(self.host, self.port)
+            release_guard(self._guard, self._guard_pipe, scaled(2.0))
+            self._guard_pipe = None
+            port_is_free = port_free_at_exit
+            if port_is_free is None and self.port:
+                port_is_free = port_free(self.host, self.port)
             self._cleanup = CleanupReport(
                 survivors=[i.as_dict() for i in survivors],
                 killed=[i.as_dict() for i in stopped],
-                port_free=port_free,
+                port_free=port_is_free,
                 target_was_running=was_running,
                 unkillable=[i.as_dict() for i in unkillable],
             )
             if self.history is not None:
                 self.history.observe(
                     "supervisor", "stopped", name=self.name, pid=self.pid, hung=was_running,
-                    survivors=self._cleanup.survivors, port_free=port_free,
+                    survivors=self._cleanup.survivors, port_free=port_is_free,
                 )
             return self._cleanup
         finally:

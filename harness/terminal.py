@@ -30,13 +30,10 @@ import contextlib
 import os
 import re
 import select
-import shutil
-import subprocess
-import sys
 import termios
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +41,9 @@ import pexpect
 import psutil
 from ptyprocess import ptyprocess as _ptyprocess
 
-from .proctree import ProcInfo, collect_tree, describe, stop_procs
+from .proctree import collect_tree, stop_procs
 from .target import DEFAULT_NOISE
+from .terminal_forensics import Cleanup, Forensics, process_tree, py_spy_dump, py_spy_path
 from .timing import Deadline, now_ns, scaled
 
 __all__ = [
@@ -121,46 +119,6 @@ class TerminalState:
     def usable(self) -> bool:
         """A person can type at it again: echo and line editing are on."""
         return bool(self.echo and self.icanon)
-
-
-@dataclass(frozen=True)
-class Forensics:
-    """What a hung client was doing, captured before it is killed."""
-
-    pid: int
-    reason: str
-    stacks: str
-    stacks_error: str | None
-    tree: list[dict[str, Any]]
-    transcript_tail: str
-
-    def render(self) -> str:
-        lines = [f"== hung client pid {self.pid}: {self.reason}", "-- thread stacks (py-spy dump)"]
-        lines.append(self.stacks.rstrip() if self.stacks else f"(unavailable: {self.stacks_error})")
-        lines.append("-- process tree")
-        for p in self.tree:
-            lines.append(
-                f"pid {p['pid']} ppid {p.get('ppid')} {p.get('status')} threads={p.get('num_threads')} "
-                f"{' '.join(p.get('cmdline') or []) or p.get('name')}"
-            )
-        lines += ["-- transcript tail", self.transcript_tail]
-        return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class Cleanup:
-    """What :meth:`InteractiveSession.close` had to stop, and what would not die."""
-
-    stopped: list[ProcInfo] = field(default_factory=list)
-    survivors: list[ProcInfo] = field(default_factory=list)
-
-
-def py_spy_path() -> str | None:
-    """py-spy next to the running interpreter (the venv), else on PATH."""
-    beside = Path(sys.executable).parent / "py-spy"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("py-spy")
 
 
 class InteractiveSession:
@@ -352,29 +310,8 @@ class InteractiveSession:
     def forensics(self, reason: str = "did not exit", timeout: float | None = None) -> Forensics:
         """Thread stacks (py-spy) and process tree of a hung client; call before :meth:`close`."""
         pid = self.pid
-        stacks, error = "", None
-        spy = py_spy_path()
-        if spy is None:
-            error = "py-spy not found beside the interpreter or on PATH"
-        else:
-            try:
-                done = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
-                                      timeout=scaled(15) if timeout is None else timeout, check=False)
-                stacks = done.stdout
-                if done.returncode != 0:
-                    error = f"py-spy exit {done.returncode}: {done.stderr.strip()[-500:]}"
-            except subprocess.TimeoutExpired:
-                error = "py-spy dump timed out"
-            except OSError as exc:
-                error = f"py-spy: {exc}"
-        tree = []
-        for proc in collect_tree(pid, sid=pid):
-            info: dict[str, Any] = describe(proc).as_dict()
-            with contextlib.suppress(psutil.Error):
-                info["status"] = proc.status()
-                info["num_threads"] = proc.num_threads()
-                info["threads"] = [t.id for t in proc.threads()]
-            tree.append(info)
+        stacks, error = py_spy_dump(pid, timeout)
+        tree = process_tree(pid)
         self._pump(0)  # whatever it printed while we looked
         return Forensics(pid=pid, reason=reason, stacks=stacks, stacks_error=error, tree=tree,
                          transcript_tail=self.tail())

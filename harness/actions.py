@@ -28,6 +28,7 @@ __all__ = [
     "ScenarioError",
     "open_streams",
     "resource_snapshot",
+    "settle_resources",
     "settle_stats",
     "start_stream",
     "stats_sample",
@@ -174,6 +175,18 @@ async def settle_stats(
 ) -> dict[str, Any] | None:
     """Poll /stats until every key is 0 or the bound passes; the last sample either way."""
     return await wait_stats(ctx, sup, lambda s: all(s.get(k) == 0 for k in keys), timeout)
+
+
+async def settle_resources(
+    sup: Supervisor, predicate: Callable[[dict[str, Any]], bool], timeout: float
+) -> dict[str, Any] | None:
+    """Poll the process view until the predicate holds or the bound passes; the last view."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = resource_snapshot(sup)
+        if snap is None or predicate(snap) or time.monotonic() >= deadline:
+            return snap
+        await asyncio.sleep(0.05)  # polling interval of a bounded wait on a condition
 
 
 def resource_snapshot(sup: Supervisor) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -61,6 +62,7 @@ FAULT_NAMES: tuple[str, ...] = (
     "crash_on_binary",
     "wrong_error_code",
     "global_send_lock",
+    "leak_sockets",
 )
 
 
@@ -81,7 +83,7 @@ class Faults:
     dup_events = stats_lie = no_keepalive = unbounded_buffer = False
     bad_json_closes = type_error_closes = no_max_size = False
     seq_gap = double_final = wrong_ack_status = crash_on_binary = wrong_error_code = False
-    global_send_lock = False
+    global_send_lock = leak_sockets = False
 
     def __init__(self, names: Iterable[str] = ()) -> None:
         self.enabled: tuple[str, ...] = tuple(dict.fromkeys(names))
@@ -106,6 +108,18 @@ LEAK_BLOCK = 256 * 1024
 
 def leak_block() -> None:
     LEAKED_BLOCKS.append(os.urandom(16) * (LEAK_BLOCK // 16))
+
+
+#: leak_sockets: a duplicate of every connection's socket, never closed.
+LEAKED_SOCKETS: list[socket.socket] = []
+
+
+def leak_socket(transport: object) -> None:
+    # As a socket kept by a forgotten reference does: the server closes its own
+    # descriptor, the duplicate keeps the connection in CLOSE_WAIT and the fd open.
+    sock = transport.get_extra_info("socket") if transport is not None else None  # type: ignore[attr-defined]
+    if sock is not None:
+        LEAKED_SOCKETS.append(socket.socket(fileno=os.dup(sock.fileno())))
 
 
 #: handler_growth: one hook per connection ever made, all run on every frame.

@@ -61,6 +61,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     st.heartbeats[session.session_id] = asyncio.get_running_loop().time()
     if st.faults.leak_memory:
         faultmod.leak_block()
+    if st.faults.leak_sockets:
+        faultmod.leak_socket(request.transport)
     if st.faults.handler_growth:
         faultmod.add_frame_hook()
     writer = asyncio.ensure_future(session.outbox.run())

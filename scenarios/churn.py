@@ -12,11 +12,21 @@ import statistics
 from typing import Any
 
 from harness import checkers
-from harness.actions import python_view, resource_snapshot, settle_stats, start_stream, stats_sample
+from harness.actions import (
+    python_view,
+    resource_snapshot,
+    settle_resources,
+    settle_stats,
+    start_stream,
+    stats_sample,
+)
 from harness.scenario import Context, scenario
 from harness.timing import scaled
 
 MODES = ("clean", "mid_stream", "reset", "vanish", "reconnect")
+#: A closing handshake's bound per cycle: a server that never closes its side of the
+#: TCP connection would otherwise cost each cycle the client's full close timeout.
+CLOSE_S = scaled(0.25)
 COUNTERS = ("connections", "sessions", "active_requests", "subscriptions", "per_session_state")
 
 
@@ -27,12 +37,12 @@ async def _cycle(ctx: Context, sup: Any, i: int, mode: str) -> None:
     if mode == "clean":
         rid = await c.request("short", chunks=3, chunk_delay_ms=1)
         await c.reply(rid, scaled(5))
-        await c.close()
+        await c.close(timeout=CLOSE_S)
         return
     # Long enough never to end by itself during the run: a leaked task must stay visible.
     await start_stream(c, scaled(5), "long", chunks=100_000, chunk_delay_ms=10)
     if mode == "mid_stream":
-        await c.close()
+        await c.close(timeout=CLOSE_S)
     elif mode == "reset":
         await c.abort()
     elif mode == "vanish":
@@ -41,8 +51,8 @@ async def _cycle(ctx: Context, sup: Any, i: int, mode: str) -> None:
         # The same user opens a new page while the old connection is still up.
         again = await ctx.client(sup, name=f"k{i}r")
         await again.subscribe(f"churn-{i % 7}")
-        await c.close()
-        await again.close()
+        await c.close(timeout=CLOSE_S)
+        await again.close(timeout=CLOSE_S)
 
 
 @scenario(
@@ -104,7 +114,11 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
     # Every way of leaving here ends the TCP connection, so the server sees it at once;
     # silent peers that never do are the keepalive scenario's business.
     after = await settle_stats(ctx, sup, COUNTERS, scaled(3))
-    after_res = resource_snapshot(sup)
+    # Sockets close a moment after the counters drop: wait (bounded) for the process
+    # view to settle too, so only a lasting CLOSE_WAIT or fd leak is judged.
+    after_res = await settle_resources(
+        sup, lambda r: r["tcp"].get("CLOSE_WAIT", 0) == 0 and r["num_fds"] <= (base_res or r)["num_fds"] + 4,
+        scaled(3))
     after_py = await python_view(ctx, sup)
 
     # Without /stats (the injected probe alone) there are no session counters to read;

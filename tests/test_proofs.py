@@ -77,6 +77,8 @@ PROOFS = [
     Proof("churn.cycles[mixed]", ("leak_tasks",), "resources.back_to_baseline", r"tasks \d+ -> \d+ after 300 cycles"),
     Proof("churn.cycles[mixed]", ("leak_tasks", "stats_lie"), "resources.back_to_baseline", r"tasks \(injected probe\) \d+ -> \d+", python_probe=True),
     Proof("churn.cycles[mixed]", ("leak_tasks", "stats_lie"), "resources.probe_agrees", r"\d+", python_probe=True),
+    Proof("churn.cycles[mixed]", ("leak_sockets",), "resources.back_to_baseline", r"fds \d+ -> \d+ after 300 cycles"),
+    Proof("churn.cycles[mixed]", ("leak_sockets",), "resources.back_to_baseline", r"CLOSE_WAIT sockets 0 -> \d+"),
     Proof("churn.cycles[mixed]", ("leak_subscriptions",), "resources.counters_zero", r"subscriptions=\d+"),
     Proof("churn.cycles[mixed]", ("leak_session_table",), "resources.counters_zero", r"per_session_state=\d+"),
     Proof("churn.cycles[mixed]", ("leak_memory",), "resources.growth_per_1000", r"[\d.]+ MiB per 1000 cycles"),

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..history import History, Observation, Operation
-from ..verdict import Verdict, unknown
+from ..verdict import Verdict, fail, passed, unknown
+from . import stats
 
 __all__ = [
     "FrameRec",
@@ -199,3 +200,23 @@ def stack_lines(stacks: Any) -> list[str]:
     if isinstance(text, (str, dict)):
         return stack_lines("\n".join(text.values()) if isinstance(text, dict) else text)
     return [str(stacks)]
+
+
+def percentile_within(name: str, values: list[float], figs: dict[str, Any], *, bound_ms: float, p: float,
+                      missing: int, missing_text: str, noun: str, label: str = "") -> Verdict:
+    """The p-th percentile of ``values`` within ``bound_ms``; ``missing`` answers fail too.
+
+    One judgement for every latency bound (ACKs, replies): the figures and the
+    message name the percentile, the median, the maximum and how many never answered.
+    """
+    pv, p50, mx = stats.percentile(values, p), stats.median(values), max(values)
+    figs.update({f"p{p:g}_ms": pv, "p50_ms": p50, "max_ms": mx})
+    spread = f"over {len(values)} {noun} (p50 {fmt_ms(p50)}, max {fmt_ms(mx)})"
+    problems = []
+    if pv > bound_ms:
+        problems.append(f"{label}p{p:g} {fmt_ms(pv)} > bound {bound_ms:g} ms {spread}")
+    if missing:
+        problems.append(missing_text)
+    if problems:
+        return fail(name, "; ".join(problems), **figs)
+    return passed(name, f"{label}p{p:g} {fmt_ms(pv)} <= bound {bound_ms:g} ms {spread}", **figs)

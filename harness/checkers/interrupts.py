@@ -13,13 +13,12 @@ from typing import Any
 
 from ..history import History
 from ..verdict import Verdict, fail, passed, unknown
-from . import stats
 from ._core import (
     FrameRec,
     as_frame_dict,
     checker,
-    fmt_ms,
     frames,
+    percentile_within,
     request_label,
     request_ops,
     summarize,
@@ -61,17 +60,9 @@ def ack_latency(history: History, bound_ms: float, percentile: float = 99) -> Ve
                             "bound_ms": bound_ms, "percentile": p}
     if not lat:
         return fail(name, f"none of {len(ops)} INTERRUPTs got an ACK", **figs)
-    pv, p50, mx = stats.percentile(lat, p), stats.median(lat), max(lat)
-    figs.update({f"p{p:g}_ms": pv, "p50_ms": p50, "max_ms": mx})
-    spread = f"over {len(lat)} interrupts (p50 {fmt_ms(p50)}, max {fmt_ms(mx)})"
-    problems = []
-    if pv > bound_ms:
-        problems.append(f"ACK p{p:g} {fmt_ms(pv)} > bound {bound_ms:g} ms {spread}")
-    if missing:
-        problems.append(f"{missing} of {len(ops)} INTERRUPTs got no ACK (timeout or connection lost)")
-    if problems:
-        return fail(name, "; ".join(problems), **figs)
-    return passed(name, f"ACK p{p:g} {fmt_ms(pv)} <= bound {bound_ms:g} ms {spread}", **figs)
+    return percentile_within(
+        name, lat, figs, bound_ms=bound_ms, p=p, missing=missing, noun="interrupts", label="ACK ",
+        missing_text=f"{missing} of {len(ops)} INTERRUPTs got no ACK (timeout or connection lost)")
 
 
 @checker("interrupts.ack_status")

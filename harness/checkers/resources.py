@@ -12,7 +12,7 @@ from typing import Any
 
 from ..verdict import Verdict, fail, passed, unknown
 from . import stats
-from ._core import checker, fmt_bytes, fmt_ms, fmt_num
+from ._core import checker, fmt_bytes, fmt_ms, fmt_num, percentile_within
 
 __all__ = [
     "IDLE_COUNTERS",
@@ -177,14 +177,6 @@ def latency_within(latencies_ms: Sequence[float | None] | None, bound_ms: float,
         return unknown(name, "no latency samples")
     if not xs:
         return fail(name, f"all {len(raw)} operations timed out", **figs)
-    pv, p50, mx = stats.percentile(xs, percentile), stats.median(xs), max(xs)
-    figs.update({f"p{percentile:g}_ms": pv, "p50_ms": p50, "max_ms": mx})
-    spread = f"over {len(xs)} samples (p50 {fmt_ms(p50)}, max {fmt_ms(mx)})"
-    problems = []
-    if pv > bound_ms:
-        problems.append(f"p{percentile:g} {fmt_ms(pv)} > bound {bound_ms:g} ms {spread}")
-    if timeouts:
-        problems.append(f"{timeouts} of {len(raw)} operations timed out")
-    if problems:
-        return fail(name, "; ".join(problems), **figs)
-    return passed(name, f"p{percentile:g} {fmt_ms(pv)} <= bound {bound_ms:g} ms {spread}", **figs)
+    return percentile_within(
+        name, xs, figs, bound_ms=bound_ms, p=percentile, missing=timeouts, noun="samples",
+        missing_text=f"{timeouts} of {len(raw)} operations timed out")

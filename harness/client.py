@@ -24,7 +24,6 @@ import itertools
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -32,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from .adapters import Adapter, ReferenceAdapter
+from .correlate import Correlator, Pending
 from .faults import fin_close, pause_transport, resume_transport, rst_close
 from .history import History, Operation
 from .protocol import Frame, InterruptResult, Reply, frame_record
@@ -100,28 +100,6 @@ class ClientTimeout(ClientError, TimeoutError):
     """No answer within the bound; the operation was recorded as unknown."""
 
 
-@dataclass(eq=False)
-class _Pending:
-    request_id: str
-    op: Operation
-    sent_ns: int
-    done: asyncio.Future[None]
-    chunks: list[Frame] = field(default_factory=list)
-    final: Frame | None = None
-    error: Frame | None = None
-    #: reply() callers' own futures, resolved with ``done`` by the reader itself: one
-    #: event-loop round trip to wake a caller, where a shielded ``done`` takes two.
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
-
-    def settle(self) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-        for w in self.waiters:
-            if not w.done():
-                w.set_result(None)
-        self.waiters.clear()
-
-
 class Client:
     """A WebSocket client of one session; see ARCHITECTURE.md for the contract."""
 
@@ -170,11 +148,8 @@ class Client:
         self._conn: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closed: asyncio.Future[tuple[int | None, str]] | None = None
-        self._pending: dict[str, _Pending] = {}
-        self._dups: dict[str, list[_Pending]] = {}
-        self._answers: dict[str, asyncio.Future[Frame | None]] = {}
-        self._heartbeats: list[asyncio.Future[Frame | None]] = []
-        self._predicates: list[tuple[Callable[[Frame], bool], asyncio.Future[Frame | None]]] = []
+        # Who is waiting for which frame: replies, ACKs, heartbeats, predicates.
+        self._waiting = Correlator(self._end)
         self._ids = itertools.count(1)
         self._paused_resume: Callable[[], Any] | None = None
 
@@ -257,66 +232,8 @@ class Client:
         # Passed after creation: the record has a "kind" key, which is also
         # History.observe's own parameter name.
         self.history.observe(self.name, "frame", t_ns).data = frame_record(frame)
-        self._dispatch(frame)
+        self._waiting.dispatch(frame)
         return frame
-
-    def _dispatch(self, frame: Frame) -> None:
-        rid = frame.request_id
-        kind = frame.kind
-        if rid is not None:
-            pend = self._pending.get(rid)
-            if pend is not None and not pend.done.done():
-                if kind == "chunk":
-                    pend.chunks.append(frame)
-                elif kind == "final":
-                    pend.final = frame
-                    last = frame.seq if frame.seq is not None else (pend.chunks[-1].seq if pend.chunks else None)
-                    self._end(pend.op, "ok", interrupted=bool(frame.interrupted), reason=frame.reason,
-                                     chunks=len(pend.chunks), last_seq=last, error_code=None)
-                    pend.settle()
-                elif kind == "error" and not self._dups.get(rid) and frame.code != "DUPLICATE_REQUEST":
-                    # DUPLICATE_REQUEST refuses another frame that reused this
-                    # id, not the request already streaming under it.
-                    pend.error = frame
-                    self._end_request(pend, "fail", error_code=frame.code)
-            dups = self._dups.get(rid)
-            if dups and kind == "error":
-                dup = dups.pop(0)
-                dup.error = frame
-                self._end_request(dup, "fail", error_code=frame.code)
-            fut = self._answers.get(rid)
-            if fut is not None and not fut.done() and kind in ("ack", "error", "heartbeat_ack"):
-                fut.set_result(frame)
-        if kind == "heartbeat_ack":
-            # The protocol does not promise the ACK echoes an id: answer the oldest waiter.
-            while self._heartbeats:
-                fut = self._heartbeats.pop(0)
-                if not fut.done():
-                    fut.set_result(frame)
-                    break
-        if self._predicates:
-            for item in list(self._predicates):
-                pred, fut = item
-                if fut.done():
-                    self._predicates.remove(item)
-                    continue
-                try:
-                    hit = pred(frame)
-                except Exception as exc:  # a broken predicate fails its own wait, not the reader
-                    fut.set_exception(exc)
-                    self._predicates.remove(item)
-                    continue
-                if hit:
-                    fut.set_result(frame)
-                    self._predicates.remove(item)
-
-    def _end_request(self, pend: _Pending, outcome: Any, **extra: Any) -> None:
-        last = pend.chunks[-1].seq if pend.chunks else None
-        data = {"interrupted": None, "reason": None, "chunks": len(pend.chunks), "last_seq": last,
-                "error_code": None}
-        data.update(extra)
-        self._end(pend.op, outcome, **data)
-        pend.settle()
 
     def _on_closed(self) -> None:
         conn = self._conn
@@ -325,14 +242,7 @@ class Client:
         if conn is not None and conn.protocol.close_rcvd is not None:
             code, reason = conn.protocol.close_rcvd.code, conn.protocol.close_rcvd.reason
         self.history.observe(self.name, "closed", code=code, reason=reason)
-        for pend in (*self._pending.values(), *(d for ds in self._dups.values() for d in ds)):
-            if not pend.done.done():
-                self._end_request(pend, "unknown", error="connection closed before the final frame")
-        for fut in (*self._answers.values(), *self._heartbeats, *(f for _, f in self._predicates)):
-            if not fut.done():
-                fut.set_result(None)
-        self._heartbeats.clear()
-        self._predicates.clear()
+        self._waiting.settle_all()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result((code, reason))
 
@@ -374,14 +284,14 @@ class Client:
         rid = request_id or self._next_id("r")
         data = self.adapter.encode_request(rid, text, options, self.session_id)
         op = self.history.begin(self.name, "request", request_id=rid, text=text, options=options)
-        pend = _Pending(rid, op, now_ns(), asyncio.get_running_loop().create_future())
-        active = self._pending.get(rid)
+        pend = Pending(rid, op, now_ns(), asyncio.get_running_loop().create_future())
+        active = self._waiting.pending.get(rid)
         if active is not None and not active.done.done():
             # A deliberate duplicate id: the stream stays with the first
             # request; the next ERROR for the id answers this one.
-            self._dups.setdefault(rid, []).append(pend)
+            self._waiting.dups.setdefault(rid, []).append(pend)
         else:
-            self._pending[rid] = pend
+            self._waiting.pending[rid] = pend
         try:
             await self._send(op, data)
         except ConnectionLost:
@@ -391,7 +301,7 @@ class Client:
 
     async def reply(self, request_id: str, timeout: float | None = None) -> Reply:
         """Wait (bounded) for the request's final frame, its ERROR or the connection's end."""
-        pend = self._pending.get(request_id)
+        pend = self._waiting.pending.get(request_id)
         if pend is None:
             raise ClientError(f"client {self.name}: no request {request_id!r} was sent")
         if not pend.done.done():
@@ -405,7 +315,7 @@ class Client:
             finally:
                 if waiter in pend.waiters:
                     pend.waiters.remove(waiter)
-        return _reply(pend)
+        return pend.reply()
 
     async def interrupt(self, target: str | None, *, reason: str = "user",
                         timeout: float | None = None) -> InterruptResult:
@@ -414,13 +324,13 @@ class Client:
         data = self.adapter.encode_interrupt(iid, target, reason, self.session_id)
         op = self.history.begin(self.name, "interrupt", interrupt_id=iid, target=target)
         fut: asyncio.Future[Frame | None] = asyncio.get_running_loop().create_future()
-        self._answers[iid] = fut
+        self._waiting.answers[iid] = fut
         sent_ns = now_ns()
         try:
             await self._send(op, data)
             answer = await self._wait(fut, timeout if timeout is not None else scaled(5))
         finally:
-            self._answers.pop(iid, None)
+            self._waiting.answers.pop(iid, None)
         if answer is None or answer.kind == "error":
             error = answer
             if error is not None:
@@ -443,15 +353,15 @@ class Client:
         op = self.history.begin(self.name, "heartbeat", request_id=hid)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Frame | None] = loop.create_future()
-        self._answers[hid] = fut
-        self._heartbeats.append(fut)
+        self._waiting.answers[hid] = fut
+        self._waiting.heartbeats.append(fut)
         try:
             await self._send(op, data)
             answer = await self._wait(fut, timeout if timeout is not None else scaled(5))
         finally:
-            self._answers.pop(hid, None)
-            if fut in self._heartbeats:
-                self._heartbeats.remove(fut)
+            self._waiting.answers.pop(hid, None)
+            if fut in self._waiting.heartbeats:
+                self._waiting.heartbeats.remove(fut)
         if answer is None:
             self.history.end(op, "unknown", error_code=None, error="no HEARTBEAT_ACK")
             raise ClientTimeout(f"client {self.name}: no HEARTBEAT_ACK")
@@ -518,12 +428,12 @@ class Client:
             return None
         fut: asyncio.Future[Frame | None] = asyncio.get_running_loop().create_future()
         item = (predicate, fut)
-        self._predicates.append(item)
+        self._waiting.predicates.append(item)
         try:
             return await self._wait(fut, timeout)
         finally:
-            if item in self._predicates:
-                self._predicates.remove(item)
+            if item in self._waiting.predicates:
+                self._waiting.predicates.remove(item)
 
     # -- ending --------------------------------------------------------------
     async def close(self, code: int = 1000, timeout: float | None = None) -> None:
@@ -596,10 +506,6 @@ class Client:
     def _hard_close(self) -> None:
         if self._conn is not None:
             self._conn.transport.abort()
-
-
-def _reply(pend: _Pending) -> Reply:
-    return Reply.assemble(pend.request_id, pend.chunks, pend.final, pend.error, pend.sent_ns)
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,1 @@
+"""The asyncio client: every action an operation in the history, and frame-to-operation correlation."""

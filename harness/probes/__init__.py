@@ -1,0 +1,1 @@
+"""Observation: /stats, psutil, the injected Python probe, settling, and hang forensics."""

@@ -1,0 +1,1 @@
+"""Rendering results: console, Markdown, JUnit and the self-contained HTML report."""

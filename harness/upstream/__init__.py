@@ -1,0 +1,1 @@
+"""Stand-in services a target talks to: the fake OpenAI-compatible upstream."""

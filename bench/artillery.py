@@ -14,7 +14,7 @@ users are in flight. The rate is Artillery's own count of completed users
 over its own first-to-last metric span, so its start-up (several seconds of
 module loading) is not charged to it.
 
-Artillery runs under :class:`harness.supervisor.Supervisor` like any process
+Artillery runs under :class:`harness.process.supervisor.Supervisor` like any process
 the harness starts, so its worker threads and children end with it.
 Telemetry is switched off: traffic stays on loopback.
 """
@@ -30,9 +30,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.supervisor import OutputWaitError, Supervisor
-from harness.target import Limits, Readiness, Target
-from harness.timing import scaled
+from harness.core.timing import scaled
+from harness.process.supervisor import OutputWaitError, Supervisor
+from harness.target.spec import Limits, Readiness, Target
 
 from .common import tree_cpu_s
 

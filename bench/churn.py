@@ -4,7 +4,7 @@ One cycle is: connect (to SESSION_READY), one REQUEST of one chunk with no
 delay, its final RESPONSE, a clean close. Each driver runs ``CONCURRENCY``
 loops for a fixed time against one reference server:
 
-* ``wschaos``: :class:`harness.client.Client`, as a scenario uses it (one
+* ``wschaos``: :class:`harness.client.connection.Client`, as a scenario uses it (one
   shared History, frames kept), so the figure includes what the harness records;
 * ``bare``: a ``websockets`` loop as tight as it can be written (no history,
   no JSON parse: a substring test finds the final frame), the practical limit
@@ -28,9 +28,9 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from harness.client import Client, ClientError
-from harness.history import History
-from harness.timing import scaled
+from harness.client.connection import Client, ClientError
+from harness.core.history import History
+from harness.core.timing import scaled
 
 from .artillery import ArtilleryUnavailable, run_churn
 from .common import Figure, bounded, cpu_s, ratio, running

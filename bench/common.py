@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the harness is importable from the checkout
     sys.path.insert(0, str(ROOT))
 
-from harness.supervisor import Supervisor  # noqa: E402
-from harness.target import Target, reference_target  # noqa: E402
+from harness.process.supervisor import Supervisor  # noqa: E402
+from harness.target.spec import Target, reference_target  # noqa: E402
 
 T = TypeVar("T")
 

@@ -15,8 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.target import Target
-from harness.timing import scaled
+from harness.core.timing import scaled
+from harness.target.spec import Target
 
 from .common import Figure, running, spread
 

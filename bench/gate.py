@@ -6,7 +6,7 @@ subprocess of the installed entry point) and reads the run's
 bench runs only the ``interrupts.basic`` cases, as a smoke test of the path.
 
 The gate's process tree is stopped leaves-first on the way out whatever
-happened (:mod:`harness.proctree`, what the supervisor uses); the gate's own
+happened (:mod:`harness.core.proctree`, what the supervisor uses); the gate's own
 targets are stopped by the gate, and by their guards if it is killed.
 """
 
@@ -23,8 +23,8 @@ from typing import Any
 
 import psutil
 
-from harness import proctree
-from harness.timing import scaled
+from harness.core import proctree
+from harness.core.timing import scaled
 
 from .common import ROOT, Figure
 

@@ -1,8 +1,8 @@
 """Figure 5: how much the injected Python probe slows a target: frames/s with and without it.
 
-Starts the reference server (under :class:`harness.supervisor.Supervisor`,
+Starts the reference server (under :class:`harness.process.supervisor.Supervisor`,
 which stops its whole tree) once plain and once with
-:func:`harness.probes.python_probe_env`, drives the same streaming load
+:func:`harness.probes.sampling.python_probe_env`, drives the same streaming load
 against each (``--clients`` sessions, each sending ``--requests`` requests of
 ``--chunks`` chunks with ``chunk_delay_ms=0``), samples the probe every
 ``--interval`` seconds during the probed run (as a scenario would), and
@@ -38,8 +38,8 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable as a
     __package__ = "bench"
 
 from bench.common import Figure, cpu_s, running
-from harness.probes import PythonProbe, python_probe_env
-from harness.timing import scaled
+from harness.core.timing import scaled
+from harness.probes.sampling import PythonProbe, python_probe_env
 
 __all__ = ["figure", "main"]
 

@@ -2,7 +2,7 @@
 
 Against one reference server, the bench process opens sessions in cumulative
 steps (250, 500, 1000, ... connections held at once), each a full
-:class:`harness.client.Client` with its reader task, recording into one
+:class:`harness.client.connection.Client` with its reader task, recording into one
 History as a scenario would. After each step it checks that the sessions are
 alive (HEARTBEAT round trips on a sample) and records the RSS of the bench
 process and of the server, their fds, and the CPU each used while the step
@@ -24,9 +24,9 @@ from typing import Any
 
 import psutil
 
-from harness.client import Client, ClientError
-from harness.history import History
-from harness.timing import scaled
+from harness.client.connection import Client, ClientError
+from harness.core.history import History
+from harness.core.timing import scaled
 
 from .common import Figure, cpu_s, running, spread
 

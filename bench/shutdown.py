@@ -17,12 +17,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from harness.client import Client
-from harness.history import History
-from harness.protocol import Frame
-from harness.supervisor import Supervisor
-from harness.target import reference_target
-from harness.timing import scaled
+from harness.client.connection import Client
+from harness.core.history import History
+from harness.core.timing import scaled
+from harness.process.supervisor import Supervisor
+from harness.protocol.frames import Frame
+from harness.target.spec import reference_target
 
 from .common import Figure, running, spread
 

@@ -15,10 +15,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from harness.client import Client
-from harness.history import History
-from harness.protocol import Frame
-from harness.timing import scaled
+from harness.client.connection import Client
+from harness.core.history import History
+from harness.core.timing import scaled
+from harness.protocol.frames import Frame
 
 from .common import Figure, running, spread
 

@@ -1,6 +1,6 @@
 """``wschaos``: run the gate, reproduce a failure, serve the reference server, compare runs.
 
-``main(argv=None) -> int`` returns an :class:`harness.gate.ExitCode`. Progress
+``main(argv=None) -> int`` returns an :class:`harness.results.gate.ExitCode`. Progress
 and errors go to stderr through Rich (plain when not a terminal, no colour
 under ``NO_COLOR``); ``--json`` puts a machine-readable summary on stdout.
 Bad input gets one clear line and the usage exit code, never a traceback.
@@ -22,10 +22,10 @@ from rich.text import Text
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .runner import GateOptions
+    from harness.runner import GateOptions
 
-from . import __version__
-from .gate import ExitCode
+from harness import __version__
+from harness.results.gate import ExitCode
 
 __all__ = ["main"]
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .report import make_console
+    from harness.report.text import make_console
 
     console = make_console()
     try:
@@ -120,10 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _gate_options(args: argparse.Namespace) -> GateOptions:
-    from .known_failures import load_known
-    from .runner import GateOptions
-    from .target import load_target, target_from_cmd
-    from .timing import time_factor
+    from harness.core.timing import time_factor
+    from harness.results.known_failures import load_known
+    from harness.runner import GateOptions
+    from harness.target.spec import load_target, target_from_cmd
 
     time_factor()  # a bad WSCHAOS_TIME_FACTOR is a usage error before anything starts
     if args.target and args.target_cmd:
@@ -142,7 +142,7 @@ def _gate_options(args: argparse.Namespace) -> GateOptions:
         if bad:
             raise UsageError(f"wschaos run: unknown fault {', '.join(bad)}; known: {', '.join(sorted(FAULTS))}")
     if args.case:
-        from .scenario import load_scenarios, select_cases
+        from harness.engine.scenario import load_scenarios, select_cases
 
         # Checked here: inside pytest an empty selection is a collection error with a traceback.
         if not select_cases(load_scenarios(), args.case):
@@ -163,7 +163,7 @@ def _gate_options(args: argparse.Namespace) -> GateOptions:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from .runner import print_summary, run_gate
+    from harness.runner import print_summary, run_gate
 
     opts = _gate_options(args)
     result = run_gate(opts, console)
@@ -197,7 +197,7 @@ def _parse_replay(what: str, seed: int | None) -> list[str]:
 
 
 def cmd_repro(args: argparse.Namespace, console: Console) -> int:
-    from .runner import print_summary, run_gate
+    from harness.runner import print_summary, run_gate
 
     words = _parse_replay(args.what, args.seed)
     if args.times < 1:
@@ -224,8 +224,8 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    from .compare import compare
-    from .results import load_run
+    from harness.results.compare import compare
+    from harness.results.schema import load_run
 
     comparison = compare(load_run(args.base), load_run(args.new), tolerance=args.tolerance)
     if args.markdown:
@@ -236,9 +236,9 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from .report import render_console
-    from .results import load_run
-    from .runner import write_outputs
+    from harness.report.text import render_console
+    from harness.results.schema import load_run
+    from harness.runner import write_outputs
 
     run = load_run(args.run)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
@@ -249,7 +249,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
-    from .scenario import load_scenarios
+    from harness.engine.scenario import load_scenarios
 
     for case in load_scenarios():
         first = case.doc.splitlines()[0] if case.doc else ""

@@ -30,8 +30,10 @@ from typing import Any
 
 import pytest
 
-from .scenario import Case, CaseOutcome, Context, _safe, replay_command, run_case
-from .target import (
+from harness.core.timing import FACTOR
+from harness.core.verdict import unknown
+from harness.engine.scenario import Case, CaseOutcome, Context, _safe, replay_command, run_case
+from harness.target.spec import (
     Target,
     TargetError,
     load_pyproject_target,
@@ -39,8 +41,6 @@ from .target import (
     reference_target,
     target_from_cmd,
 )
-from .timing import FACTOR
-from .verdict import unknown
 
 __all__ = ["WschaosSession", "WschaosSettings"]
 
@@ -200,7 +200,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize a ``case`` argument with the selected scenario cases."""
     if "case" not in metafunc.fixturenames:
         return
-    from .scenario import load_scenarios, select_cases
+    from harness.engine.scenario import load_scenarios, select_cases
 
     patterns = metafunc.config.getoption("wschaos_case") or []
     cases = select_cases(load_scenarios(), patterns)
@@ -311,7 +311,7 @@ def wschaos_seed(request: pytest.FixtureRequest) -> int:
 @pytest.fixture
 def fake_upstream() -> Any:
     """A fake OpenAI-compatible upstream on loopback, running in a thread for sync tests."""
-    from .fake_upstream import FakeUpstream
+    from harness.upstream.fake import FakeUpstream
 
     up = FakeUpstream()
     up.start_in_thread()
@@ -325,7 +325,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     settings = session.config.stash.get(SETTINGS_KEY, None)
     if settings is None or settings.results_path is None:
         return
-    from .verdict import Verdict
+    from harness.core.verdict import Verdict
 
     def verdict_dict(v: Verdict) -> dict[str, Any]:
         return {"check": v.check, "status": v.status, "message": v.message, "figures": v.figures}

@@ -28,13 +28,21 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .gate import Decision, decide
-from .known_failures import KnownFailures, apply_known
-from .report import print_failures, render_console, to_junit, to_markdown
-from .report_html import write_html
-from .results import CaseResult, RunResult, TargetInfo, load_run, new_run_dir, save_run, utc_now_iso
-from .scenario import CaseOutcome
-from .timing import FACTOR
+from harness.core.timing import FACTOR
+from harness.engine.scenario import CaseOutcome
+from harness.report.html import write_html
+from harness.report.text import print_failures, render_console, to_junit, to_markdown
+from harness.results.gate import Decision, decide
+from harness.results.known_failures import KnownFailures, apply_known
+from harness.results.schema import (
+    CaseResult,
+    RunResult,
+    TargetInfo,
+    load_run,
+    new_run_dir,
+    save_run,
+    utc_now_iso,
+)
 
 __all__ = ["GateOptions", "GateRun", "run_gate"]
 
@@ -112,7 +120,7 @@ class _Collector:
                 self.console.print(Text.assemble(("....", "dim"), f" {case_id}: {done}/{total} {unit}"))
 
     def pytest_configure(self, config: pytest.Config) -> None:
-        from .plugin import load_settings
+        from harness.plugin import load_settings
 
         # Settings are loaded lazily; a bad option is reported by the plugin itself.
         with contextlib.suppress(Exception):
@@ -147,7 +155,7 @@ class _Collector:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.progress is not None:
             self.progress.stop()
-        from .plugin import SETTINGS_KEY
+        from harness.plugin import SETTINGS_KEY
 
         self.settings = session.config.stash.get(SETTINGS_KEY, None)
         if self.settings is not None:
@@ -160,7 +168,7 @@ def _uncaptured(console: Console) -> Console:
     pytest captures the standard descriptors while a case runs; progress from inside
     a case (cycle counts) would vanish into that capture without its own descriptor.
     """
-    from .report import make_console
+    from harness.report.text import make_console
 
     try:
         stream = os.fdopen(os.dup(console.file.fileno()), "w", buffering=1, encoding="utf-8")
@@ -256,7 +264,7 @@ def write_outputs(run: RunResult, run_dir: Path, *, baseline: Path | None = None
     base = load_run(baseline) if baseline is not None else None
     comparison = None
     if base is not None:
-        from .compare import compare
+        from harness.results.compare import compare
 
         comparison = compare(base, run)
     (run_dir / "summary.md").write_text(to_markdown(run, comparison=comparison), encoding="utf-8")

@@ -7,9 +7,9 @@ import random
 from typing import Any
 
 from harness import checkers
-from harness.actions import count_errors, heartbeat_ok, send_expect_error, stats_sample
-from harness.scenario import Context, scenario
-from harness.timing import now_ns, scaled
+from harness.core.timing import now_ns, scaled
+from harness.engine.actions import count_errors, heartbeat_ok, send_expect_error, stats_sample
+from harness.engine.scenario import Context, scenario
 
 #: (label, frame to send, expected ERROR code). Built fresh per run: request ids must be unique.
 TABLE: list[tuple[str, Any, str]] = [

@@ -12,7 +12,8 @@ import statistics
 from typing import Any
 
 from harness import checkers
-from harness.actions import (
+from harness.core.timing import scaled
+from harness.engine.actions import (
     python_view,
     resource_snapshot,
     settle_resources,
@@ -20,8 +21,7 @@ from harness.actions import (
     start_stream,
     stats_sample,
 )
-from harness.scenario import Context, scenario
-from harness.timing import scaled
+from harness.engine.scenario import Context, scenario
 
 MODES = ("clean", "mid_stream", "reset", "vanish", "reconnect")
 #: A closing handshake's bound per cycle: a server that never closes its side of the

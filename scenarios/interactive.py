@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 
 from harness import checkers
-from harness.scenario import Context, NotApplicable, scenario
-from harness.timing import scaled
+from harness.core.timing import scaled
+from harness.engine.scenario import Context, NotApplicable, scenario
 
 CASES = {
     "quit-0": {"how": "quit", "choice": "0", "streaming": False},
@@ -29,7 +29,7 @@ async def exit_(ctx: Context, how: str, choice: str, streaming: bool) -> None:
     4. Result: the client exits within 1 s with an allowed code, prints no traceback, and
     leaves the terminal with echo and line editing on. A client that hangs is reported
     with its thread stacks."""
-    from harness.terminal import InteractiveSession
+    from harness.process.terminal import InteractiveSession
 
     if not ctx.target.interactive_client:
         raise NotApplicable("the target names no interactive_client command")

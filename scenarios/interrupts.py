@@ -12,10 +12,10 @@ import asyncio
 from typing import Any
 
 from harness import checkers
-from harness.actions import open_streams, settle_stats, wait_stats
-from harness.client import ClientError
-from harness.scenario import Context, scenario
-from harness.timing import scaled
+from harness.client.connection import ClientError
+from harness.core.timing import scaled
+from harness.engine.actions import open_streams, settle_stats, wait_stats
+from harness.engine.scenario import Context, scenario
 
 #: Streams that run long enough to be interrupted, fast enough to be "full speed".
 FAST = {"chunks": 100000, "chunk_delay_ms": 5}

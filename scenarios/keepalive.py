@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 from harness import checkers
-from harness.actions import settle_stats, wait_stats
-from harness.faults import frozen_process
-from harness.scenario import Context, scenario
-from harness.target import Readiness, Target
-from harness.timing import now_ns, scaled
+from harness.core.timing import now_ns, scaled
+from harness.engine.actions import settle_stats, wait_stats
+from harness.engine.scenario import Context, scenario
+from harness.nemesis.faults import frozen_process
+from harness.target.spec import Readiness, Target
 
 #: Short enough for the gate; the bound below scales with it.
 INTERVAL_S = 1.0
@@ -36,7 +36,7 @@ async def silent_peer(ctx: Context, how: str) -> None:
     else:
         peer = Target(
             name="peer",
-            argv=(sys.executable, "-m", "harness.peer", "--url", sup.ws_url, "--mode", "idle"),
+            argv=(sys.executable, "-m", "harness.nemesis.peer", "--url", sup.ws_url, "--mode", "idle"),
             readiness=Readiness(kind="line", pattern=r"CONNECTED"),
             stats_path=None,
             health_path=None,

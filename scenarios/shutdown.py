@@ -12,9 +12,9 @@ import signal
 from typing import Any
 
 from harness import checkers
-from harness.actions import DrainWatch, open_streams, wait_stats
-from harness.scenario import Context, scenario
-from harness.timing import scaled
+from harness.core.timing import scaled
+from harness.engine.actions import DrainWatch, open_streams, wait_stats
+from harness.engine.scenario import Context, scenario
 
 LOADS = ("idle", "streams", "subscriptions", "blocking", "upstream")
 CASES = {f"{how}-{load}": {"how": how, "load": load} for how in ("ctrl_c", "sigterm") for load in LOADS}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from harness import checkers
-from harness.actions import resource_snapshot, start_stream
-from harness.client import Client, ClientError
-from harness.scenario import Context, scenario
-from harness.timing import scaled
+from harness.client.connection import Client, ClientError
+from harness.core.timing import scaled
+from harness.engine.actions import resource_snapshot, start_stream
+from harness.engine.scenario import Context, scenario
 
 EVENT_BYTES = 256 * 1024
 

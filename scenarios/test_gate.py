@@ -7,8 +7,8 @@ cases selected by ``--wschaos-case`` (all by default).
 
 from __future__ import annotations
 
+from harness.engine.scenario import Case
 from harness.plugin import WschaosSession
-from harness.scenario import Case
 
 
 def test_case(case: Case, wschaos: WschaosSession) -> None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from harness.timing import scaled
+from harness.core.timing import scaled
 
 __all__ = ["ROOT", "RefServer"]
 

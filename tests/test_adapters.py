@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.adapters import (
+from harness.protocol.adapters import (
     AdapterError,
     DeclarativeAdapter,
     HandshakeError,
@@ -20,8 +20,8 @@ from harness.adapters import (
     Unsupported,
     load_adapter,
 )
-from harness.protocol import Frame
-from harness.target import load_target
+from harness.protocol.frames import Frame
+from harness.target.spec import load_target
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "declarative_target.toml"
@@ -176,7 +176,7 @@ def test_declarative_without_config_is_an_error():
 def test_import_path_adapter(tmp_path, monkeypatch):
     """"module:Class" imports a class, built with adapter_config when one is given."""
     (tmp_path / "my_adapter.py").write_text(textwrap.dedent("""
-        from harness.adapters import ReferenceAdapter
+        from harness.protocol.adapters import ReferenceAdapter
 
         class Mine(ReferenceAdapter):
             name = "mine"

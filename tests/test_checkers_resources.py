@@ -8,7 +8,7 @@ from typing import Any
 from test_checkers_timeline import Timeline, assert_fail, assert_pass, assert_unknown, ns
 
 from harness import checkers
-from harness.history import History
+from harness.core.history import History
 
 IDLE = {"connections": 0, "sessions": 0, "active_requests": 0, "subscriptions": 0,
         "per_session_state": 0, "tasks": 3, "threads": 1}

@@ -17,8 +17,8 @@ import pytest
 
 from harness import checkers
 from harness.checkers._core import checker, jsonable
-from harness.history import History, Observation, Operation
-from harness.verdict import Verdict, passed
+from harness.core.history import History, Observation, Operation
+from harness.core.verdict import Verdict, passed
 
 FRAME_KEYS = ("kind", "msg_type", "request_id", "session_id", "seq", "final", "interrupted", "reason",
               "status", "interrupted_ids", "code", "topic", "data")

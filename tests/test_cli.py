@@ -27,8 +27,8 @@ import psutil
 import pytest
 
 from harness.cli import main
-from harness.gate import ExitCode
-from harness.timing import Deadline, scaled
+from harness.core.timing import Deadline, scaled
+from harness.results.gate import ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = "interrupts.basic[one]"
@@ -187,7 +187,7 @@ def test_no_command_prints_usage(capsys) -> None:
 
 def test_list_names_every_case(capsys) -> None:
     """``wschaos list``: one line per case, its id and the first line of its steps."""
-    from harness.scenario import load_scenarios
+    from harness.engine.scenario import load_scenarios
 
     res = run_in_process(capsys, "list")
     assert res.code == ExitCode.OK
@@ -264,8 +264,8 @@ def test_no_color_is_honoured_on_a_terminal(monkeypatch) -> None:
     """On a terminal the verdicts are coloured, under NO_COLOR they are not."""
     import io
 
-    from harness.report import make_console, render_console
-    from harness.results import CaseResult, RunResult, TargetInfo, VerdictResult
+    from harness.report.text import make_console, render_console
+    from harness.results.schema import CaseResult, RunResult, TargetInfo, VerdictResult
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -444,8 +444,8 @@ def _wait_for(predicate, deadline: Deadline) -> bool:  # type: ignore[no-untyped
 
 def test_examples_load_with_the_real_loaders() -> None:
     """examples/reference_target.toml and known-failures.toml load; the workflow parses as YAML."""
-    from harness.known_failures import load_known
-    from harness.target import load_target
+    from harness.results.known_failures import load_known
+    from harness.target.spec import load_target
 
     target = load_target(ROOT / "examples" / "reference_target.toml")
     assert target.name and target.argv and target.readiness.kind in ("line", "port", "http")

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from harness.adapters import load_adapter
-from harness.client import Client, ConnectError, ConnectionLost
-from harness.history import History
-from harness.target import RemoteAddressError, load_target
+from harness.client.connection import Client, ConnectError, ConnectionLost
+from harness.core.history import History
+from harness.protocol.adapters import load_adapter
+from harness.target.spec import RemoteAddressError, load_target
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "servers"))
 from decl_ws import TalkServer

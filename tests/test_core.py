@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.history import History
-from harness.timing import Deadline, TimeFactorError, time_factor
-from harness.verdict import fail, passed, unknown, worst
+from harness.core.history import History
+from harness.core.timing import Deadline, TimeFactorError, time_factor
+from harness.core.verdict import fail, passed, unknown, worst
 
 
 def test_time_factor_reads_the_environment():

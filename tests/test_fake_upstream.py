@@ -11,7 +11,7 @@ import time
 import aiohttp
 from _refproc import ROOT, run
 
-from harness.fake_upstream import FakeUpstream
+from harness.upstream.fake import FakeUpstream
 
 
 async def _post(session: aiohttp.ClientSession, up: FakeUpstream, **body: object) -> aiohttp.ClientResponse:
@@ -82,7 +82,7 @@ def test_thread_runner_and_cli():
         run(body())
     finally:
         up.stop()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.fake_upstream", "--port", "0"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "harness.upstream.fake", "--port", "0"], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]

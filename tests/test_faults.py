@@ -11,9 +11,15 @@ from typing import Any
 import psutil
 import pytest
 
-from harness.client import Client, ClientTimeout
-from harness.faults import FaultNestingError, PeerProcess, TcpProxy, frozen_process, paused_reading
-from harness.history import History
+from harness.client.connection import Client, ClientTimeout
+from harness.core.history import History
+from harness.nemesis.faults import (
+    FaultNestingError,
+    PeerProcess,
+    TcpProxy,
+    frozen_process,
+    paused_reading,
+)
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "servers"))
 from mini_ws import MiniServer

@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from harness.gate import ExitCode, decide, signoff
-from harness.known_failures import KnownFailure, KnownFailuresError, apply_known, load_known
-from harness.results import CaseResult, RunResult, TargetInfo, VerdictResult
+from harness.results.gate import ExitCode, decide, signoff
+from harness.results.known_failures import KnownFailure, KnownFailuresError, apply_known, load_known
+from harness.results.schema import CaseResult, RunResult, TargetInfo, VerdictResult
 
 DRIFT = "churn.cycles[mixed]::churn.latency_drift"
 

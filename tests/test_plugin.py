@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.timing import scaled
+from harness.core.timing import scaled
 
 pytest_plugins = ["pytester"]
 
@@ -29,7 +29,7 @@ def test_show(wschaos, wschaos_seed):
 #: An ad-hoc body that records the seed and profile it ran with, without starting anything.
 RECORD_BODY = """
 import pytest
-from harness.verdict import passed
+from harness.core.verdict import passed
 
 def record(wschaos):
     def body(ctx):
@@ -177,7 +177,7 @@ def test_markers_set_seed_and_profile_of_one_test(pytester: pytest.Pytester, cle
 def test_failing_adhoc_body_fails_the_test_with_a_rerun_line(pytester: pytest.Pytester, clean_env) -> None:
     """A body whose check fails fails the test with the verdict and the command that reruns it."""
     pytester.makepyfile("""
-        from harness.verdict import fail
+        from harness.core.verdict import fail
 
         def test_it(wschaos):
             async def body(ctx):
@@ -193,8 +193,8 @@ def test_failing_adhoc_body_fails_the_test_with_a_rerun_line(pytester: pytest.Py
 def test_adhoc_body_drives_the_real_target(pytester: pytest.Pytester, clean_env) -> None:
     """An ad-hoc async body starts the reference server, talks to it, checks, and cleans up."""
     pytester.makepyfile("""
-        from harness.verdict import fail, passed
-        from harness.timing import scaled
+        from harness.core.verdict import fail, passed
+        from harness.core.timing import scaled
 
         def test_heartbeat(wschaos):
             async def body(ctx):

@@ -22,8 +22,9 @@ import pytest
 from aiohttp import web
 from websockets.asyncio.client import connect
 
-from harness.history import History
-from harness.probes import (
+from harness.core.history import History
+from harness.core.timing import Deadline, scaled
+from harness.probes.sampling import (
     PYPROBE_DIR,
     ProcessProbe,
     PythonProbe,
@@ -33,7 +34,6 @@ from harness.probes import (
     python_probe_env,
     settle,
 )
-from harness.timing import Deadline, scaled
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -4,7 +4,7 @@ For every assertion in ``scenarios/``, this module runs the scenario case
 against the reference server with the matching ``--fault`` switch and shows
 that the intended check fails with a message naming the bug's numbers; and
 runs every case against the correct server and shows that it passes.
-Scenarios go through :func:`harness.scenario.run_case`, the very path the
+Scenarios go through :func:`harness.engine.scenario.run_case`, the very path the
 gate takes, so what is proven here is what the gate checks.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.scenario import REGISTRY, CaseOutcome, load_scenarios, run_case
-from harness.target import Target, reference_target
+from harness.engine.scenario import REGISTRY, CaseOutcome, load_scenarios, run_case
+from harness.target.spec import Target, reference_target
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness.protocol import (
+from harness.protocol.frames import (
     KINDS,
     Frame,
     classify,
@@ -117,7 +117,7 @@ def test_encoders_follow_the_envelope():
 
 def test_reply_is_assembled_from_frames():
     """A reply's timings run from the send; an interrupted final marks it interrupted."""
-    from harness.protocol import Reply
+    from harness.protocol.frames import Reply
 
     chunks = [classify(server("RESPONSE", {"seq": i, "delta": "a", "final": False}, "r1"), 2_000_000 + i)
               for i in range(2)]

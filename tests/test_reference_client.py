@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.terminal import ClientExit, InteractiveSession
-from harness.timing import scaled
+from harness.core.timing import scaled
+from harness.process.terminal import ClientExit, InteractiveSession
 from reference_server.client import EXIT_INTERRUPTED, EXIT_SERVER_GONE, LOOP_THREAD_NAME
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ import psutil
 import pytest
 from _refproc import WS, RefServer, get_json, masked_text_frame, raw_ws_socket, run, wait_stats
 
-from harness.fake_upstream import FakeUpstream
-from harness.target import DEFAULT_NOISE
+from harness.target.spec import DEFAULT_NOISE
+from harness.upstream.fake import FakeUpstream
 
 
 def test_leaks_dup_events_no_max_size_bad_json_no_keepalive():

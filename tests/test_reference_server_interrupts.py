@@ -9,7 +9,7 @@ import time
 import pytest
 from _refproc import WS, RefServer, run, wait_stats
 
-from harness.fake_upstream import FakeUpstream
+from harness.upstream.fake import FakeUpstream
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 from _refproc import ROOT, WS, RefServer, get_json, run
 from websockets.exceptions import InvalidHandshake
 
-from harness.target import DEFAULT_NOISE
-from harness.timing import scaled
+from harness.core.timing import scaled
+from harness.target.spec import DEFAULT_NOISE
 
 
 def _noise(text: str) -> list[str]:

@@ -7,7 +7,7 @@ import time
 import pytest
 from _refproc import WS, RefServer, run, wait_stats
 
-from harness.fake_upstream import FakeUpstream, running_in_thread
+from harness.upstream.fake import FakeUpstream, running_in_thread
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,17 @@ import xml.etree.ElementTree as ET
 import pytest
 from rich.console import Console
 
-from harness.compare import aggregate, aggregate_markdown, compare, lower_is_better, percentile
-from harness.gate import ExitCode, decide
-from harness.report import failure_lines, make_console, render_console, to_junit, to_markdown
-from harness.report_html import plot_svgs, to_html
-from harness.results import CaseResult, HostInfo, RunResult, TargetInfo, VerdictResult
+from harness.report.html import plot_svgs, to_html
+from harness.report.text import failure_lines, make_console, render_console, to_junit, to_markdown
+from harness.results.compare import (
+    aggregate,
+    aggregate_markdown,
+    compare,
+    lower_is_better,
+    percentile,
+)
+from harness.results.gate import ExitCode, decide
+from harness.results.schema import CaseResult, HostInfo, RunResult, TargetInfo, VerdictResult
 
 
 def synthetic_run(*, run_id: str = "20250101T000000Z-abc123", slower: float = 1.0, broken: bool = True) -> RunResult:

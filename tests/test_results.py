@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.results import (
+from harness.results.schema import (
     SCHEMA_VERSION,
     CaseResult,
     ResultsError,

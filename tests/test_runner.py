@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from harness.gate import ExitCode
-from harness.results import CaseResult, RunResult, TargetInfo, VerdictResult, load_run
+from harness.results.gate import ExitCode
+from harness.results.schema import CaseResult, RunResult, TargetInfo, VerdictResult, load_run
 from harness.runner import GateOptions, _Collector, _pytest_args, run_gate, write_outputs
 
 CASE = "interrupts.basic[one]"
@@ -140,7 +140,7 @@ def test_run_with_nothing_applicable_is_no_checks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("status", ["interrupted", "running"])
 def test_unfinished_run_decides_interrupted(status: str) -> None:
     """A run left "interrupted" or "running" exits 2 whatever its checks say."""
-    from harness.gate import decide
+    from harness.results.gate import decide
 
     run = a_run(failing=False)
     run.status = status

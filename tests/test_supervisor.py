@@ -13,15 +13,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import proctree
-from harness.supervisor import (
+from harness.core import proctree
+from harness.core.timing import scaled
+from harness.process.supervisor import (
     OutputWaitError,
     Supervisor,
     SupervisorError,
     TargetStartError,
 )
-from harness.target import Readiness, Target
-from harness.timing import scaled
+from harness.target.spec import Readiness, Target
 
 PROGRAMS = Path(__file__).parent / "fixtures" / "programs"
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import proctree
-from harness.timing import scaled
+from harness.core import proctree
+from harness.core.timing import scaled
 
 PROGRAMS = Path(__file__).parent / "fixtures" / "programs"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.target import (
+from harness.target.spec import (
     RemoteAddressError,
     TargetError,
     check_loopback,

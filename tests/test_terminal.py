@@ -1,7 +1,7 @@
 """The pty harness itself, against tiny scripts whose behaviour is known exactly.
 
 Each script prints a line when it is ready, so the tests wait on output, never
-on sleeps; every wait is bounded through ``harness.timing.scaled``.
+on sleeps; every wait is bounded through ``harness.core.timing.scaled``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import time
 import psutil
 import pytest
 
-from harness.proctree import is_gone
-from harness.terminal import (
+from harness.core.proctree import is_gone
+from harness.core.timing import Deadline, scaled
+from harness.process.terminal import (
     ClientGone,
     ExpectTimeout,
     InteractiveSession,
@@ -22,7 +23,6 @@ from harness.terminal import (
     drive_menu,
     py_spy_path,
 )
-from harness.timing import Deadline, scaled
 
 #: Generous bounds for a loaded 2-core machine: these are not what is tested.
 START = scaled(15)

@@ -1,4 +1,4 @@
-"""Pure functions from the history and probe samples to a :class:`~harness.verdict.Verdict`.
+"""Pure functions from the history and probe samples to a :class:`~harness.core.verdict.Verdict`.
 
 No checker does I/O. Each takes plain values, names the numbers it judged in
 its message and in ``figures`` (JSON-serialisable), and returns ``unknown``
@@ -57,11 +57,16 @@ Helpers (``stats``): percentile (linear interpolation, numpy's default), median,
 
 from __future__ import annotations
 
-from ..verdict import Verdict
-from .bounds import errors_for_all, process_alive, stats_unchanged, terminal_usable, within_bound
-from .delivery import exactly_once
-from .input import closed_with, connection_usable, dropped_within, error_code
-from .interrupts import (
+from harness.checkers.bounds import (
+    errors_for_all,
+    process_alive,
+    stats_unchanged,
+    terminal_usable,
+    within_bound,
+)
+from harness.checkers.delivery import exactly_once
+from harness.checkers.input import closed_with, connection_usable, dropped_within, error_code
+from harness.checkers.interrupts import (
     ack_latency,
     ack_status,
     final_before_ack,
@@ -70,7 +75,7 @@ from .interrupts import (
     not_found,
     one_ack_each,
 )
-from .replies import (
+from harness.checkers.replies import (
     not_delayed,
     one_terminal_per_request,
     request_completes,
@@ -78,7 +83,7 @@ from .replies import (
     untouched,
     upstream_closed_within,
 )
-from .resources import (
+from harness.checkers.resources import (
     IDLE_COUNTERS,
     back_to_baseline,
     counters_zero,
@@ -88,7 +93,7 @@ from .resources import (
     memory_bounded,
     probe_agrees,
 )
-from .shutdown import (
+from harness.checkers.shutdown import (
     SHUTDOWN_NOISE,
     close_codes,
     connections_refused,
@@ -101,7 +106,8 @@ from .shutdown import (
     shutdown_finals,
     watchdog_dump,
 )
-from .stats import median, percentile, slope
+from harness.checkers.stats import median, percentile, slope
+from harness.core.verdict import Verdict
 
 __all__ = [
     "CHECKS",

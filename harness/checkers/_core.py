@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..history import History, Observation, Operation
-from ..verdict import Verdict, fail, passed, unknown
-from . import stats
+from harness.checkers import stats
+from harness.core.history import History, Observation, Operation
+from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = [
     "FrameRec",

@@ -11,8 +11,8 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ..verdict import Verdict, fail, passed, unknown
-from ._core import checker, fmt_ms, fmt_num, stack_lines, summarize
+from harness.checkers._core import checker, fmt_ms, fmt_num, stack_lines, summarize
+from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = ["bounded", "errors_for_all", "process_alive", "stats_unchanged", "terminal_usable", "within_bound"]
 

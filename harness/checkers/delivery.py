@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection
 
-from ..history import History
-from ..verdict import Verdict, fail, passed, unknown
-from ._core import checker, frames, summarize
+from harness.checkers._core import checker, frames, summarize
+from harness.core.history import History
+from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = ["exactly_once"]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..history import History
-from ..verdict import Verdict, fail, passed, unknown
-from ._core import as_frame_dict, checker, client_names, closed_obs, fmt_ms
+from harness.checkers._core import as_frame_dict, checker, client_names, closed_obs, fmt_ms
+from harness.core.history import History
+from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = ["closed_with", "connection_usable", "dropped_within", "error_code"]
 

@@ -11,9 +11,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from typing import Any
 
-from ..history import History
-from ..verdict import Verdict, fail, passed, unknown
-from ._core import (
+from harness.checkers._core import (
     FrameRec,
     as_frame_dict,
     checker,
@@ -23,6 +21,8 @@ from ._core import (
     request_ops,
     summarize,
 )
+from harness.core.history import History
+from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = [
     "ack_latency",

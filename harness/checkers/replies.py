@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Collection
 from typing import Any
 
-from ..history import History
-from ..verdict import Verdict, fail, passed, unknown
-from ._core import checker, fmt_ms, frames, request_label, request_ops, summarize
+from harness.checkers._core import checker, fmt_ms, frames, request_label, request_ops, summarize
+from harness.core.history import History
+from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = [
     "not_delayed",

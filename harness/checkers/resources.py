@@ -10,9 +10,9 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..verdict import Verdict, fail, passed, unknown
-from . import stats
-from ._core import checker, fmt_bytes, fmt_ms, fmt_num, percentile_within
+from harness.checkers import stats
+from harness.checkers._core import checker, fmt_bytes, fmt_ms, fmt_num, percentile_within
+from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = [
     "IDLE_COUNTERS",

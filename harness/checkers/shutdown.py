@@ -11,17 +11,10 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from ..history import History
-from ..verdict import Verdict, fail, passed, unknown
-from ._core import (
-    checker,
-    closed_obs,
-    frames,
-    request_label,
-    signal_ns,
-    summarize,
-)
-from .bounds import bounded
+from harness.checkers._core import checker, closed_obs, frames, request_label, signal_ns, summarize
+from harness.checkers.bounds import bounded
+from harness.core.history import History
+from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = [
     "SHUTDOWN_NOISE",

@@ -30,13 +30,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from .adapters import Adapter, ReferenceAdapter
-from .correlate import Correlator, Pending
-from .faults import fin_close, pause_transport, resume_transport, rst_close
-from .history import History, Operation
-from .protocol import Frame, InterruptResult, Reply, frame_record
-from .target import check_loopback
-from .timing import now_ns, scaled
+from harness.client.correlate import Correlator, Pending
+from harness.core.history import History, Operation
+from harness.core.timing import now_ns, scaled
+from harness.nemesis.faults import fin_close, pause_transport, resume_transport, rst_close
+from harness.protocol.adapters import Adapter, ReferenceAdapter
+from harness.protocol.frames import Frame, InterruptResult, Reply, frame_record
+from harness.target.spec import check_loopback
 
 __all__ = [
     "DEFAULT_MAX_SIZE",

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .history import Operation
-from .protocol import Frame, Reply
+from harness.core.history import Operation
+from harness.protocol.frames import Frame, Reply
 
 __all__ = ["Correlator", "Pending"]
 

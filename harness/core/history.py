@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .timing import now_ns
+from harness.core.timing import now_ns
 
 __all__ = ["History", "Observation", "Operation", "Outcome"]
 

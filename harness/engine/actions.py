@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from .timing import scaled
+from harness.core.timing import scaled
 
 if TYPE_CHECKING:
-    from .client import Client
-    from .scenario import Context
-    from .supervisor import Supervisor
+    from harness.client.connection import Client
+    from harness.engine.scenario import Context
+    from harness.process.supervisor import Supervisor
 
 __all__ = [
     "DrainWatch",
@@ -128,7 +128,7 @@ class DrainWatch:
 
 async def stats_sample(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
     """One /stats sample, or the injected probe's view when the target has no /stats."""
-    from .probes import StatsProbe
+    from harness.probes.sampling import StatsProbe
 
     if ctx.target.stats_path:
         probe = StatsProbe(sup.http_base, ctx.target.stats_path, history=ctx.history)
@@ -143,7 +143,7 @@ async def stats_sample(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
 
 async def python_view(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
     """Tasks and threads as the injected Python probe sees them, or None without the probe."""
-    from .probes import PythonProbe, probe_address_from_env
+    from harness.probes.sampling import PythonProbe, probe_address_from_env
 
     addr = probe_address_from_env(sup.env) if ctx.target.python_probe else None
     if not addr:
@@ -191,7 +191,7 @@ async def settle_resources(
 
 def resource_snapshot(sup: Supervisor) -> dict[str, Any] | None:
     """psutil view of the target: rss, fds, threads, sockets by state."""
-    from .probes import ProcessProbe
+    from harness.probes.sampling import ProcessProbe
 
     s = ProcessProbe(sup.pid).sample()
     return s.data if s.ok else None

@@ -29,15 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .history import History
-from .target import Limits, Target
-from .timing import scaled
-from .verdict import Verdict, unknown
+from harness.core.history import History
+from harness.core.timing import scaled
+from harness.core.verdict import Verdict, unknown
+from harness.target.spec import Limits, Target
 
 if TYPE_CHECKING:  # imported lazily at run time: a checker test needs none of this
-    from .client import Client
-    from .fake_upstream import FakeUpstream
-    from .supervisor import Supervisor
+    from harness.client.connection import Client
+    from harness.process.supervisor import Supervisor
+    from harness.upstream.fake import FakeUpstream
 
 __all__ = [
     "REGISTRY",
@@ -222,7 +222,7 @@ class Context:
         A target given by command line alone has /stats "if it answers": a 404 or
         a non-JSON page means the resource checks have nothing to read.
         """
-        from .actions import stats_sample
+        from harness.engine.actions import stats_sample
 
         if await stats_sample(self, sup) is None:
             raise NotApplicable(
@@ -243,12 +243,12 @@ class Context:
         name: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Supervisor:
-        from .supervisor import Supervisor
+        from harness.process.supervisor import Supervisor
 
         tgt = target or self.target
         extra_env = dict(env or {})
         if tgt.python_probe:
-            from .probes import python_probe_env
+            from harness.probes.sampling import python_probe_env
 
             extra_env.update(python_probe_env(self.run_dir))
         sup = Supervisor(
@@ -264,8 +264,8 @@ class Context:
         return sup
 
     async def client(self, sup: Supervisor | str, *, name: str | None = None, connect: bool = True) -> Client:
-        from .adapters import load_adapter
-        from .client import Client
+        from harness.client.connection import Client
+        from harness.protocol.adapters import load_adapter
 
         url = sup if isinstance(sup, str) else sup.ws_url
         c = Client(
@@ -286,7 +286,7 @@ class Context:
         return made
 
     async def fake_upstream(self, **kwargs: Any) -> FakeUpstream:
-        from .fake_upstream import FakeUpstream
+        from harness.upstream.fake import FakeUpstream
 
         up = FakeUpstream(**kwargs)
         await up.__aenter__()

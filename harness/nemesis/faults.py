@@ -9,7 +9,7 @@ socket paused behind it.
 * :func:`paused_reading` — a slow reader: the client stops reading its socket.
 * :func:`frozen_process` — SIGSTOP a process, SIGCONT on exit.
 * :class:`TcpProxy` — a loopback TCP proxy that can black-hole, delay or reset.
-* :class:`PeerProcess` — a separate client process (``harness.peer``) to freeze.
+* :class:`PeerProcess` — a separate client process (``harness.nemesis.peer``) to freeze.
 
 The socket-level helpers :func:`rst_close`, :func:`fin_close`,
 :func:`pause_transport` and :func:`resume_transport` are what
@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from .target import check_loopback
-from .timing import Deadline, scaled
+from harness.core.timing import Deadline, scaled
+from harness.target.spec import check_loopback
 
 if TYPE_CHECKING:
-    from .client import Client
+    from harness.client.connection import Client
 
 __all__ = [
     "FaultError",
@@ -329,11 +329,11 @@ class TcpProxy:
 # -- peer process ---------------------------------------------------------------------
 
 #: The directory holding the harness package, so the peer imports this very copy.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class PeerProcess:
-    """``python -m harness.peer``: a client in its own process, to SIGSTOP or kill.
+    """``python -m harness.nemesis.peer``: a client in its own process, to SIGSTOP or kill.
 
     ``async with PeerProcess(url) as peer:`` waits (bounded) for its
     ``CONNECTED <session_id>`` line; on exit it is continued if frozen and
@@ -357,7 +357,7 @@ class PeerProcess:
         return self.proc.pid
 
     async def __aenter__(self) -> PeerProcess:
-        argv = [sys.executable, "-m", "harness.peer", "--url", self.url, "--mode", self.mode]
+        argv = [sys.executable, "-m", "harness.nemesis.peer", "--url", self.url, "--mode", self.mode]
         if self.allow_remote:
             argv.append("--allow-remote")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])))

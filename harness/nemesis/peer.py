@@ -1,4 +1,4 @@
-"""A client in its own process: ``python -m harness.peer --url URL --mode idle|stream``.
+"""A client in its own process: ``python -m harness.nemesis.peer --url URL --mode idle|stream``.
 
 It connects, prints ``CONNECTED <session_id>`` and holds the connection, so a
 scenario can SIGSTOP it and give the server a *frozen peer*: a socket that is
@@ -14,8 +14,8 @@ import asyncio
 import signal
 import sys
 
-from .client import Client, ClientError
-from .timing import scaled
+from harness.client.connection import Client, ClientError
+from harness.core.timing import scaled
 
 __all__ = ["main", "run"]
 
@@ -56,7 +56,7 @@ async def run(url: str, mode: str, *, allow_remote: bool = False, max_seconds: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m harness.peer", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m harness.nemesis.peer", description=__doc__.splitlines()[0])
     ap.add_argument("--url", required=True)
     ap.add_argument("--mode", choices=("idle", "stream"), default="idle")
     ap.add_argument("--allow-remote", action="store_true")

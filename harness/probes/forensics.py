@@ -31,8 +31,8 @@ from typing import Any
 
 import psutil
 
-from .history import History
-from .timing import now_ns, scaled
+from harness.core.history import History
+from harness.core.timing import now_ns, scaled
 
 __all__ = ["Forensics", "collect_forensics", "find_py_spy", "parse_py_spy"]
 
@@ -197,7 +197,7 @@ def _sockets(procs: Sequence[psutil.Process], errors: list[str]) -> list[dict[st
 
 async def _probe_tasks(address: str, errors: list[str]) -> dict[str, Any] | None:
     try:
-        from .probes import PythonProbe
+        from harness.probes.sampling import PythonProbe
     except ImportError as exc:
         errors.append(f"python probe unavailable: {exc}")
         return None

@@ -8,7 +8,7 @@ history (``source`` ``probe:stats`` / ``probe:process`` / ``probe:python``,
   honest as the target;
 * :class:`ProcessProbe` reads the process tree from outside with psutil:
   memory, fds, threads, children, TCP sockets by state;
-* :class:`PythonProbe` talks to the probe injected by ``harness/pyprobe``
+* :class:`PythonProbe` talks to the probe injected by ``harness/probes/pyprobe``
   (see :func:`python_probe_env`): asyncio tasks, threads, executor threads,
   event-loop lag, gc counts; it works whether or not ``/stats`` exists or lies.
 
@@ -34,8 +34,8 @@ from typing import Any
 import aiohttp
 import psutil
 
-from .history import History, Observation
-from .timing import Deadline, now_ns, scaled
+from harness.core.history import History, Observation
+from harness.core.timing import Deadline, now_ns, scaled
 
 __all__ = [
     "PROBE_ENV_VAR",
@@ -286,7 +286,7 @@ def python_probe_env(run_dir: str | os.PathLike[str],
                      base_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables that inject the probe into a Python target started with them.
 
-    ``PYTHONPATH`` gets ``harness/pyprobe`` in front of the one in ``base_env``
+    ``PYTHONPATH`` gets ``harness/probes/pyprobe`` in front of the one in ``base_env``
     (default: this process's environment), so the target's own entries still
     follow; the socket goes in ``run_dir`` unless that path would be too long
     for a Unix socket, in which case it goes in the temporary directory.

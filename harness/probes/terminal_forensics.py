@@ -1,9 +1,9 @@
-"""What :mod:`harness.terminal` reports about a hung interactive client, and how it is gathered.
+"""What :mod:`harness.process.terminal` reports about a hung interactive client, and how it is gathered.
 
 Kept apart from the pty driving: :class:`Forensics` (py-spy thread stacks and
 the process tree, taken before the client is killed), :class:`Cleanup` (what
 closing the session had to stop), and the helpers that collect them.
-:mod:`harness.terminal` re-exports the public names.
+:mod:`harness.process.terminal` re-exports the public names.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import psutil
 
-from .proctree import ProcInfo, collect_tree, describe
-from .timing import scaled
+from harness.core.proctree import ProcInfo, collect_tree, describe
+from harness.core.timing import scaled
 
 __all__ = ["Cleanup", "Forensics", "process_tree", "py_spy_dump", "py_spy_path"]
 
@@ -51,7 +51,7 @@ class Forensics:
 
 @dataclass(frozen=True)
 class Cleanup:
-    """What :meth:`harness.terminal.InteractiveSession.close` had to stop, and what would not die."""
+    """What :meth:`harness.process.terminal.InteractiveSession.close` had to stop, and what would not die."""
 
     stopped: list[ProcInfo] = field(default_factory=list)
     survivors: list[ProcInfo] = field(default_factory=list)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .timing import Deadline
+from harness.core.timing import Deadline
 
 __all__ = ["STREAMS", "TAIL_LINES", "Flag", "OutputCapture"]
 

@@ -10,7 +10,7 @@ The guard must not linger either: it exits after a detach byte (the
 supervisor stopped the target itself), after cleaning up, or once the target
 and its session are gone.
 
-It runs as ``python -I harness/_guard.py --pid P --sid S --marker M`` in a new
+It runs as ``python -I harness/process/guard.py --pid P --sid S --marker M`` in a new
 session of its own, so a Ctrl+C at the harness's terminal does not reach it
 before it has done its work.
 """
@@ -34,11 +34,11 @@ DETACH = b"D"
 
 def _import_proctree() -> Any:
     # Run with -I, the script's directory is not on sys.path; put the project
-    # root there so the shared tree helpers are imported as harness.proctree.
-    root = str(Path(__file__).resolve().parent.parent)
+    # root there so the shared tree helpers are imported as harness.core.proctree.
+    root = str(Path(__file__).resolve().parents[2])
     if root not in sys.path:
         sys.path.insert(0, root)
-    from harness import proctree
+    from harness.core import proctree
 
     return proctree
 

@@ -1,14 +1,14 @@
 """Launch details of a supervised target: the fork, its own session, an optional pty.
 
 * ``setsid`` (``start_new_session``) puts the target and everything it forks
-  in one session, which :mod:`harness.proctree` finds even after a helper is
+  in one session, which :mod:`harness.core.proctree` finds even after a helper is
   reparented.
 * ``PR_SET_PDEATHSIG`` kills the child when the *thread* that forked it exits;
   the supervisor forks from a thread that lives exactly as long as the target.
 * With a pty the target runs under a tiny session-leader shim
   (:data:`_PTY_LEADER`), which plays the person's shell; see the comment there.
 
-Also the helpers around a launch: the guard process (:mod:`harness._guard`),
+Also the helpers around a launch: the guard process (:mod:`harness.process.guard`),
 the readiness probes of a port or an HTTP URL, picking a free port, and
 checking that one is free again.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .timing import now_ns
+from harness.core.timing import now_ns
 
 __all__ = [
     "Launched",
@@ -216,7 +216,7 @@ def start_guard(log_path: Path, *, pid: int, sid: int, marker: str) -> tuple[sub
     try:
         guard = subprocess.Popen(
             [
-                sys.executable, "-I", str(Path(__file__).with_name("_guard.py")),
+                sys.executable, "-I", str(Path(__file__).with_name("guard.py")),
                 "--pid", str(pid), "--sid", str(sid), "--marker", marker,
             ],
             stdin=r,
@@ -236,7 +236,7 @@ def start_guard(log_path: Path, *, pid: int, sid: int, marker: str) -> tuple[sub
 
 def release_guard(guard: subprocess.Popen[bytes] | None, pipe: int | None, timeout: float) -> None:
     """Tell the guard the tree is stopped (DETACH), close its pipe, and reap it (bounded)."""
-    from ._guard import DETACH
+    from harness.process.guard import DETACH
 
     if pipe is not None:
         with contextlib.suppress(OSError):

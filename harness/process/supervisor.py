@@ -10,7 +10,7 @@ Design notes (why it is built this way):
   fires it when the *thread* that forked exits, and this thread lives exactly
   as long as the target.
 * **Own session.** ``setsid`` puts the target and everything it forks in one
-  session, which the tree helpers (:mod:`harness.proctree`) find even after a
+  session, which the tree helpers (:mod:`harness.core.proctree`) find even after a
   helper is reparented; a marker variable in the environment finds helpers
   that start a session of their own.
 * **A real Ctrl+C.** With ``pty=True`` the target's stdin and controlling
@@ -20,11 +20,11 @@ Design notes (why it is built this way):
   separate pipes so they can be judged separately.
 * **The harness may die.** Live supervisors are registered; ``atexit`` and a
   SIGTERM/SIGHUP handler stop them all; each target also gets a guard process
-  (:mod:`harness._guard`) that kills its tree on EOF of a pipe from the
+  (:mod:`harness.process.guard`) that kills its tree on EOF of a pipe from the
   harness, so even SIGKILL of the harness leaves nothing behind.
 
 The fork, the pty's leader shim, the guard and the readiness probes are in
-:mod:`harness.launch`; reading and matching the output is :mod:`harness.capture`.
+:mod:`harness.process.launch`; reading and matching the output is :mod:`harness.process.capture`.
 """
 
 from __future__ import annotations
@@ -46,15 +46,23 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from . import proctree
-from .capture import Flag, OutputCapture
-from .history import History
-from .launch import free_port, port_free, probe_http, probe_port, release_guard, spawn, start_guard
-from .target import Target, check_loopback
-from .timing import Deadline, now_ns, scaled
+from harness.core import proctree
+from harness.core.history import History
+from harness.core.timing import Deadline, now_ns, scaled
+from harness.process.capture import Flag, OutputCapture
+from harness.process.launch import (
+    free_port,
+    port_free,
+    probe_http,
+    probe_port,
+    release_guard,
+    spawn,
+    start_guard,
+)
+from harness.target.spec import Target, check_loopback
 
 if TYPE_CHECKING:  # forensics is imported only when a hang needs it
-    from .forensics import Forensics
+    from harness.probes.forensics import Forensics
 
 __all__ = [
     "CleanupReport",
@@ -188,7 +196,7 @@ class Supervisor:
         self.returncode: int | None = None
         self._token = uuid.uuid4().hex
         self._stop_lock = threading.Lock()
-        #: stdout, stderr and the pty: lines, EOF flags, waiters, log files (harness.capture).
+        #: stdout, stderr and the pty: lines, EOF flags, waiters, log files (harness.process.capture).
         self._out = OutputCapture(name, target.noise_patterns)
         self._exited = Flag()
         self._signals: list[tuple[str, str, int]] = []
@@ -279,7 +287,7 @@ class Supervisor:
         env.update(self.extra_env)
         if self.target.python_probe and "WSCHAOS_PROBE_SOCKET" not in env:
             try:
-                from .probes import python_probe_env
+                from harness.probes.sampling import python_probe_env
             except ImportError as exc:
                 raise TargetStartError(f"{self.name}: python_probe requested but unavailable: {exc}") from exc
             env.update(python_probe_env(self.log_dir, env))
@@ -324,7 +332,7 @@ class Supervisor:
             # thread ends, and it must outlive the target (see launch._PTY_LEADER).
             popen.wait()
 
-    # -- output (kept by harness.capture) --------------------------------------
+    # -- output (kept by harness.process.capture) --------------------------------------
     async def wait_for_output(self, pattern: str, timeout: float, stream: str = "any") -> str:
         """The first line matching ``pattern`` (a regex), seen already or within ``timeout``."""
         m = await self._out.wait_match(pattern, timeout, stream)
@@ -483,7 +491,7 @@ class Supervisor:
     # -- forensics -------------------------------------------------------------
     async def forensics(self, reason: str) -> Forensics:
         """Stacks, tree, sockets and asyncio tasks of the tree, saved to ``<name>.forensics.txt``."""
-        from .forensics import collect_forensics
+        from harness.probes.forensics import collect_forensics
 
         procs = proctree.collect_tree(self._root(), sid=self._sid or None, marker=self._token, exclude=self._own_pids())
         return await collect_forensics(

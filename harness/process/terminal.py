@@ -41,10 +41,16 @@ import pexpect
 import psutil
 from ptyprocess import ptyprocess as _ptyprocess
 
-from .proctree import collect_tree, stop_procs
-from .target import DEFAULT_NOISE
-from .terminal_forensics import Cleanup, Forensics, process_tree, py_spy_dump, py_spy_path
-from .timing import Deadline, now_ns, scaled
+from harness.core.proctree import collect_tree, stop_procs
+from harness.core.timing import Deadline, now_ns, scaled
+from harness.probes.terminal_forensics import (
+    Cleanup,
+    Forensics,
+    process_tree,
+    py_spy_dump,
+    py_spy_path,
+)
+from harness.target.spec import DEFAULT_NOISE
 
 __all__ = [
     "Cleanup",

@@ -8,7 +8,7 @@ frame of kind ``invalid``, because a server sending garbage is an observation
 for the checkers, not a harness crash.
 
 The encoders speak the reference protocol (docs: ``/work/shared/PROTOCOL.md``);
-other protocols go through ``harness.adapters``.
+other protocols go through ``harness.protocol.adapters``.
 """
 
 from __future__ import annotations

@@ -28,10 +28,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .compare import Comparison, aggregate, compare
-from .gate import decide, signoff
-from .report import format_figures, is_problem, replay_of
-from .results import RunResult, check_id
+from harness.report.text import format_figures, is_problem, replay_of
+from harness.results.compare import Comparison, aggregate, compare
+from harness.results.gate import decide, signoff
+from harness.results.schema import RunResult, check_id
 
 __all__ = ["plot_svgs", "to_html", "write_html"]
 
@@ -186,7 +186,7 @@ def _ack_plot(run: RunResult, base: RunResult | None) -> str | None:
 
 
 def _pct(xs: list[float], q: float) -> float:
-    from .compare import percentile
+    from harness.results.compare import percentile
 
     return percentile(xs, q)
 

@@ -5,7 +5,7 @@ table and one line per failing check with its replay command; the pull
 request a Markdown summary whose first lines say what broke; CI test tabs a
 JUnit file with one test case per check.  Nothing here runs anything: a saved
 ``results.json`` renders the same as a live run.  The HTML release report is
-in :mod:`harness.report_html`.
+in :mod:`harness.report.html`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .gate import ExitCode, decide, signoff
-from .results import CaseResult, RunResult, VerdictResult, check_id
+from harness.results.gate import ExitCode, decide, signoff
+from harness.results.schema import CaseResult, RunResult, VerdictResult, check_id
 
 __all__ = [
     "failure_lines",
@@ -193,7 +193,7 @@ def _code(s: str) -> str:
 def to_markdown(run: RunResult, *, comparison: Any = None, max_lines: int = 50) -> str:
     """A summary for ``$GITHUB_STEP_SUMMARY`` or a PR comment.
 
-    ``comparison``: an optional :class:`harness.compare.Comparison` against a
+    ``comparison``: an optional :class:`harness.results.compare.Comparison` against a
     baseline, rendered after the failures.
     """
     run = run.redacted()

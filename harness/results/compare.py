@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .results import RunResult
+from harness.results.schema import RunResult
 
 __all__ = [
     "Comparison",

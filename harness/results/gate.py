@@ -17,7 +17,7 @@ nothing about the target (a probe that could not answer, a checker without
 data, a scenario that crashed), and a CI job that can tell "the service
 regressed" (1) from "the harness could not tell" (3) knows whom to page.  It is
 never 0.  A definite failure outranks it, as ``fail`` outranks ``unknown`` in
-:func:`harness.verdict.worst`: when both are present the code is 1 and the
+:func:`harness.core.verdict.worst`: when both are present the code is 1 and the
 unknowns are still listed among the reasons.
 """
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import Literal, NamedTuple
 
-from .known_failures import KnownFailures, apply_known
-from .results import RunResult, check_id
+from harness.results.known_failures import KnownFailures, apply_known
+from harness.results.schema import RunResult, check_id
 
 __all__ = ["Decision", "ExitCode", "SignOff", "decide", "signoff"]
 

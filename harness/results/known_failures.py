@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .results import RunResult, check_id
+from harness.results.schema import RunResult, check_id
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -27,7 +27,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from harness import __version__
 
 __all__ = [
     "CHECK_STATUSES",
@@ -51,7 +51,7 @@ __all__ = [
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 #: pass/fail/unknown come from checkers; known and stale are set by
-#: harness.known_failures (a listed failure, and a listed check that now passes).
+#: harness.results.known_failures (a listed failure, and a listed check that now passes).
 CHECK_STATUSES = ("pass", "fail", "unknown", "known", "stale")
 #: "running" is what a run directory holds until the run ends: a file still
 #: saying so was left by a harness that died.
@@ -87,7 +87,7 @@ class VerdictResult:
 
     @classmethod
     def from_verdict(cls, verdict: Any, replay: str | None = None) -> VerdictResult:
-        """From a :class:`harness.verdict.Verdict` (duck-typed to keep this module import-light)."""
+        """From a :class:`harness.core.verdict.Verdict` (duck-typed to keep this module import-light)."""
         return cls(verdict.check, verdict.status, verdict.message, dict(verdict.figures), replay)
 
 
@@ -114,7 +114,7 @@ class CaseResult:
 
     @classmethod
     def from_outcome(cls, outcome: Any, *, repeat: int = 0, run_dir: str | Path | None = None) -> CaseResult:
-        """From a :class:`harness.scenario.CaseOutcome`; artifact paths made relative to ``run_dir``."""
+        """From a :class:`harness.engine.scenario.CaseOutcome`; artifact paths made relative to ``run_dir``."""
         arts = {}
         base = Path(run_dir).resolve() if run_dir is not None else None
         for name, path in (outcome.artifacts or {}).items():
@@ -151,7 +151,7 @@ class TargetInfo:
 
     @classmethod
     def from_target(cls, target: Any) -> TargetInfo:
-        """From a :class:`harness.target.Target`; argv is redacted when the run is saved."""
+        """From a :class:`harness.target.spec.Target`; argv is redacted when the run is saved."""
         return cls(target.name, list(target.argv), list(target.faults), target.adapter)
 
 
@@ -180,7 +180,7 @@ class RunResult:
     cases: list[CaseResult] = field(default_factory=list)
     status: str = "running"  # one of RUN_STATUSES
     exit_code: int | None = None
-    #: Set by harness.known_failures.apply_known: source file, excused, stale, expired, unused.
+    #: Set by harness.results.known_failures.apply_known: source file, excused, stale, expired, unused.
     known_failures: dict[str, Any] | None = None
 
     # -- reading -------------------------------------------------------------

@@ -14,7 +14,7 @@ first of "a write failed" or "the handler was cancelled" stamps ``closed_ns``.
 Use it as an async context manager (``async with FakeUpstream(...) as up``),
 from synchronous code in a thread (``up = FakeUpstream(...).start_in_thread()``
 ... ``up.stop()``, or ``with running_in_thread(...) as up``), or as a process:
-``python -m harness.fake_upstream --port 0`` prints ``LISTENING 127.0.0.1:PORT``.
+``python -m harness.upstream.fake --port 0`` prints ``LISTENING 127.0.0.1:PORT``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .target import check_loopback
+from harness.target.spec import check_loopback
 
 __all__ = ["FakeUpstream", "StreamRecord", "main", "running_in_thread"]
 
@@ -244,7 +244,7 @@ def running_in_thread(tokens: int = 200, token_delay_ms: float = 20.0) -> Iterat
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.fake_upstream",
+    p = argparse.ArgumentParser(prog="python -m harness.upstream.fake",
                                 description="An OpenAI-compatible SSE endpoint on loopback.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)

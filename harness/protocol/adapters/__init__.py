@@ -15,9 +15,16 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from .base import Adapter, AdapterError, HandshakeError, Recv, Send, Unsupported
-from .declarative import DeclarativeAdapter
-from .reference import ReferenceAdapter
+from harness.protocol.adapters.base import (
+    Adapter,
+    AdapterError,
+    HandshakeError,
+    Recv,
+    Send,
+    Unsupported,
+)
+from harness.protocol.adapters.declarative import DeclarativeAdapter
+from harness.protocol.adapters.reference import ReferenceAdapter
 
 __all__ = [
     "Adapter",
@@ -36,7 +43,7 @@ _REQUIRED = ("classify", "encode_request", "encode_interrupt", "handshake")
 
 def load_adapter(target: Any = None, *, config: Mapping[str, Any] | None = None,
                  source: str | None = None) -> Adapter:
-    """The adapter for a :class:`~harness.target.Target`, or for a spec string.
+    """The adapter for a :class:`~harness.target.spec.Target`, or for a spec string.
 
     Raises :class:`AdapterError` with a one-line message naming the bad key or
     import path; never an import traceback.

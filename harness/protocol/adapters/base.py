@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ..protocol import Frame
+from harness.protocol.frames import Frame
 
 __all__ = ["Adapter", "AdapterError", "HandshakeError", "Recv", "Send", "Unsupported"]
 

@@ -4,7 +4,7 @@ Simple JSON protocols differ from the reference one in names and places, not
 in shape: a REGISTER frame instead of SESSION_READY, the sequence number at
 ``payload.text_stream_seq``, a final frame marked by ``-1``. This module turns
 such a description (documented with a full example in ``docs/adapters.md``)
-into an :class:`~harness.adapters.base.Adapter`. All validation happens once,
+into an :class:`~harness.protocol.adapters.base.Adapter`. All validation happens once,
 when the adapter is built, and every error names the offending key, so a bad
 target file gives one clear line rather than a traceback mid-run.
 """
@@ -19,8 +19,15 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ..protocol import KINDS, Frame, invalid
-from .base import Adapter, AdapterError, HandshakeError, Recv, Send, Unsupported
+from harness.protocol.adapters.base import (
+    Adapter,
+    AdapterError,
+    HandshakeError,
+    Recv,
+    Send,
+    Unsupported,
+)
+from harness.protocol.frames import KINDS, Frame, invalid
 
 __all__ = ["DeclarativeAdapter", "get_path"]
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import protocol
-from ..protocol import Frame
-from .base import Adapter
+from harness.protocol import frames as protocol
+from harness.protocol.adapters.base import Adapter
+from harness.protocol.frames import Frame
 
 __all__ = ["ReferenceAdapter"]
 
 
 class ReferenceAdapter(Adapter):
-    """Delegates to :mod:`harness.protocol`, which is written for this protocol."""
+    """Delegates to :mod:`harness.protocol.frames`, which is written for this protocol."""
 
     name = "reference"
 

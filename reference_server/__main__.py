@@ -13,6 +13,7 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from . import faults as faultmod
 from .config import Config, parse_args
 from .server import build_app
+from .session import State
 from .shutdown import ShutdownController, drain
 from .state import ServerState
 
@@ -22,7 +23,7 @@ __all__ = ["main"]
 async def serve(cfg: Config, ctl: ShutdownController) -> int:
     loop = asyncio.get_running_loop()
     ctl.attach(loop)
-    st = ServerState(cfg)
+    st: State = ServerState(cfg)
     st.http = ClientSession(
         connector=TCPConnector(limit=256),
         timeout=ClientTimeout(total=None, sock_connect=10, sock_read=60),

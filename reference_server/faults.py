@@ -45,6 +45,7 @@ FAULT_NAMES: tuple[str, ...] = (
     "blocking_output_leak",
     "blocking_serializes",
     "leak_tasks",
+    "cancel_before_start_leak",
     "leak_subscriptions",
     "leak_session_table",
     "leak_memory",
@@ -78,7 +79,7 @@ class Faults:
     accept_during_drain = shutdown_no_final = shutdown_abrupt = orphan_child = False
     interrupt_inline = ack_without_cancel = late_chunks = ack_before_final = False
     double_claim = global_request_ids = sticky_interrupt = upstream_left_open = False
-    blocking_output_leak = blocking_serializes = leak_tasks = False
+    blocking_output_leak = blocking_serializes = leak_tasks = cancel_before_start_leak = False
     leak_subscriptions = leak_session_table = leak_memory = handler_growth = False
     dup_events = stats_lie = no_keepalive = unbounded_buffer = False
     bad_json_closes = type_error_closes = no_max_size = False

@@ -8,13 +8,13 @@ import contextlib
 from aiohttp import web
 
 from . import faults as faultmod
-from .session import Session
+from .session import Session, State
 from .state import ServerState
 from .stats import snapshot
 
 __all__ = ["STATE", "build_app"]
 
-STATE: web.AppKey[ServerState] = web.AppKey("state", ServerState)
+STATE: web.AppKey[State] = web.AppKey("state", ServerState)
 
 #: With the unbounded_buffer fault the writer never waits for the socket.
 _NO_LIMIT = 1 << 62
@@ -92,7 +92,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def build_app(st: ServerState) -> web.Application:
+def build_app(st: State) -> web.Application:
     app = web.Application()
     app[STATE] = st
     app.router.add_get("/ws", websocket)

@@ -13,6 +13,7 @@ be claimed only once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
@@ -23,10 +24,11 @@ from aiohttp import WSMsgType, web
 
 from . import agents
 from . import faults as faultmod
+from .config import AGENTS
 from .outbox import Outbox
 from .state import SERVER_NAME, SERVER_VERSION, ServerState
 
-__all__ = ["RequestState", "Session"]
+__all__ = ["RequestState", "Session", "State"]
 
 SOFT_LIMIT = 256 * 1024
 MAX_CHUNKS = 100_000
@@ -48,8 +50,12 @@ class RequestState:
         self.task: asyncio.Task[None] | None = None
 
 
+#: The server's tables, holding this module's sessions and requests.
+State = ServerState["Session", RequestState]
+
+
 class Session:
-    def __init__(self, state: ServerState, request: web.Request, ws: web.WebSocketResponse) -> None:
+    def __init__(self, state: State, request: web.Request, ws: web.WebSocketResponse) -> None:
         self.state = state
         self.cfg = state.cfg
         self.faults = state.faults
@@ -193,7 +199,22 @@ class Session:
                 # Behind the request's own chunks: it is this request's last frame.
                 self.send("ERROR", req.request_id, {"code": "UPSTREAM_ERROR", "message": str(exc)})
         finally:
-            self.state.live_requests.discard(req)
+            if self.faults.cancel_before_start_leak:
+                # The bug: the books are kept in the body, which a task cancelled
+                # before its first step never runs.
+                self.state.live_requests.discard(req)
+
+    def _request_done(self, req: RequestState, task: asyncio.Task[None]) -> None:
+        """Take ``req`` off the books however its task ended, even cancelled before its first step."""
+        self.state.live_requests.discard(req)
+        if req.dead:
+            return
+        exc = None if task.cancelled() else task.exception()
+        # Ended without its final frame: cancelled by nobody who claimed it, or a bug of ours.
+        req.dead = True
+        self._forget(req)
+        if exc is not None:
+            self.send("ERROR", req.request_id, {"code": "INTERNAL", "message": f"{type(exc).__name__}: {exc}"})
 
     def _late_output(self, req: RequestState):  # type: ignore[no-untyped-def]
         def leak() -> None:
@@ -293,6 +314,8 @@ class Session:
             return
         self.state.live_requests.add(req)
         req.task = asyncio.ensure_future(self._run_request(req, agent, text, opts))
+        if not self.faults.cancel_before_start_leak:
+            req.task.add_done_callback(functools.partial(self._request_done, req))
         if self.faults.interrupt_inline:
             # The bug: the reader waits for the stream, so an INTERRUPT queues behind it.
             await asyncio.wait([req.task])
@@ -366,11 +389,19 @@ class Session:
             raise BadMessage("payload.topic must be a non-empty string")
         return topic
 
+    def subscribe(self, topic: str) -> None:
+        self.state.add_subscriber(topic, self)
+        self.topics.add(topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.state.remove_subscriber(topic, self)
+        self.topics.discard(topic)
+
     async def on_subscribe(self, rid: str | None, payload: dict[str, Any]) -> None:
-        self.state.subscribe(self, self._topic(payload))
+        self.subscribe(self._topic(payload))
 
     async def on_unsubscribe(self, rid: str | None, payload: dict[str, Any]) -> None:
-        self.state.unsubscribe(self, self._topic(payload))
+        self.unsubscribe(self._topic(payload))
 
     async def on_publish(self, rid: str | None, payload: dict[str, Any]) -> None:
         topic = self._topic(payload)
@@ -396,7 +427,7 @@ class Session:
                 task.cancel()
         if not self.faults.leak_subscriptions:
             for topic in list(self.topics):
-                st.unsubscribe(self, topic)
+                self.unsubscribe(topic)
         st.sessions.pop(self.session_id, None)
         if not self.faults.leak_session_table:
             st.heartbeats.pop(self.session_id, None)
@@ -427,16 +458,11 @@ def _options(raw: Any, default_agent: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise BadMessage("payload.options must be an object")
     agent = raw.get("agent", default_agent)
-    if agent not in agents_names():
-        raise BadMessage(f"options.agent must be one of {', '.join(agents_names())}")
+    if agent not in AGENTS:
+        raise BadMessage(f"options.agent must be one of {', '.join(AGENTS)}")
     return {
         "agent": agent,
         "chunks": int(_number(raw, "chunks", 20, integer=True, cap=MAX_CHUNKS)),
         "chunk_delay_ms": _number(raw, "chunk_delay_ms", 20, cap=3_600_000),
         "block_ms": _number(raw, "block_ms", 0, cap=3_600_000),
     }
-
-
-def agents_names() -> tuple[str, ...]:
-    from .config import AGENTS
-    return AGENTS

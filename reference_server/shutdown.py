@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from .state import ServerState
+from .session import State
 
 __all__ = ["ShutdownController", "drain"]
 
@@ -97,7 +97,7 @@ async def _until(predicate: Any, timeout: float) -> bool:
     return True
 
 
-async def drain(st: ServerState, grace: float, drain_delay_ms: int, stuck_drain: bool) -> None:
+async def drain(st: State, grace: float, drain_delay_ms: int, stuck_drain: bool) -> None:
     """End every request and connection within the grace period."""
     faults = st.faults
     st.shutting_down = True

@@ -5,28 +5,34 @@ subscriptions and outbox) and ``heartbeats`` (the last time each session was
 heard from). ``topics`` maps a topic to its subscribers; ``live_requests`` is
 every request whose task may still send. All of them return to empty when
 the clients leave, however they leave.
+
+This module owns the tables and nothing else: what goes in them, and every
+edit a session makes to them and to itself, is written in ``session.py``
+(which names the concrete types: ``session.State``). So the registry needs
+nothing of a session but that it can be kept in a set.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Hashable
+from typing import Generic, TypeVar
 
 import aiohttp
 
 from .config import Config
-
-if TYPE_CHECKING:
-    from .session import RequestState, Session
 
 __all__ = ["SERVER_NAME", "SERVER_VERSION", "ServerState"]
 
 SERVER_NAME = "wschaos-reference"
 SERVER_VERSION = "1.0"
 
+SessionT = TypeVar("SessionT", bound=Hashable)
+RequestT = TypeVar("RequestT", bound=Hashable)
 
-class ServerState:
+
+class ServerState(Generic[SessionT, RequestT]):
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.faults = cfg.faults
@@ -34,20 +40,20 @@ class ServerState:
         self.started = time.monotonic()
         self.shutting_down = False
         self.connections = 0
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, SessionT] = {}
         self.heartbeats: dict[str, float] = {}
         # A list per topic only under dup_events (a set would make it idempotent).
-        self.topics: dict[str, set[Session] | list[Session]] = {}
-        self.live_requests: set[RequestState] = set()
+        self.topics: dict[str, set[SessionT] | list[SessionT]] = {}
+        self.live_requests: set[RequestT] = set()
         # Only the global_request_ids fault looks requests up here.
-        self.global_requests: dict[str, RequestState] = {}
+        self.global_requests: dict[str, RequestT] = {}
         self.http: aiohttp.ClientSession | None = None
         self.idle_tasks = 0
         self.idle_threads = 0
 
     # --- subscriptions -------------------------------------------------------
 
-    def subscribe(self, session: Session, topic: str) -> None:
+    def add_subscriber(self, topic: str, session: SessionT) -> None:
         if self.faults.dup_events:
             subs = self.topics.setdefault(topic, [])
             assert isinstance(subs, list)
@@ -56,18 +62,16 @@ class ServerState:
             subs_set = self.topics.setdefault(topic, set())
             assert isinstance(subs_set, set)
             subs_set.add(session)
-        session.topics.add(topic)
 
-    def unsubscribe(self, session: Session, topic: str) -> None:
+    def remove_subscriber(self, topic: str, session: SessionT) -> None:
         subs = self.topics.get(topic)
         if subs is not None:
             while session in subs:
                 subs.remove(session)
             if not subs:
                 del self.topics[topic]
-        session.topics.discard(topic)
 
-    def subscribers(self, topic: str) -> list[Session]:
+    def subscribers(self, topic: str) -> list[SessionT]:
         return list(self.topics.get(topic, ()))
 
     def subscription_count(self) -> int:

@@ -13,7 +13,7 @@ from .state import ServerState
 __all__ = ["snapshot"]
 
 
-def snapshot(st: ServerState) -> dict[str, Any]:
+def snapshot(st: ServerState[Any, Any]) -> dict[str, Any]:
     uptime = round(time.monotonic() - st.started, 3)
     if st.faults.stats_lie:
         # The bug: idle figures whatever the truth.

@@ -223,6 +223,21 @@ class WS:
             msg["request_id"] = request_id
         await self.conn.send(json.dumps(msg))
 
+    async def send_together(self, *frames: tuple[str, str | None, dict[str, Any]]) -> None:
+        """Send ``(msg_type, request_id, payload)`` frames in one socket write.
+
+        The server then reads them all in one go, so it handles the later ones
+        before any task the earlier ones started has had its first step.
+        """
+        conn = self.conn
+        async with conn.send_context():
+            for msg_type, request_id, payload in frames:
+                msg: dict[str, Any] = {"msg_type": msg_type, "payload": payload, "timestamp": time.time()}
+                if request_id is not None:
+                    msg["request_id"] = request_id
+                conn.protocol.send_text(json.dumps(msg).encode())
+            conn.transport.write(b"".join(conn.protocol.data_to_send()))
+
     async def request(self, rid: str, text: str = "hello world", **options: Any) -> None:
         await self.send("REQUEST", rid, text=text, options=options)
 

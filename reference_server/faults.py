@@ -64,6 +64,7 @@ FAULT_NAMES: tuple[str, ...] = (
     "wrong_error_code",
     "global_send_lock",
     "leak_sockets",
+    "slow_ack",
 )
 
 
@@ -84,7 +85,7 @@ class Faults:
     dup_events = stats_lie = no_keepalive = unbounded_buffer = False
     bad_json_closes = type_error_closes = no_max_size = False
     seq_gap = double_final = wrong_ack_status = crash_on_binary = wrong_error_code = False
-    global_send_lock = leak_sockets = False
+    global_send_lock = leak_sockets = slow_ack = False
 
     def __init__(self, names: Iterable[str] = ()) -> None:
         self.enabled: tuple[str, ...] = tuple(dict.fromkeys(names))

@@ -356,12 +356,17 @@ class Session:
         self._ack(rid, claimed)
 
     def _ack(self, rid: str, ids: list[str]) -> None:
-        self.control("INTERRUPT_ACK", rid, {
+        payload = {
             # The wrong_ack_status bug: the status read from a stale variable.
             "status": ("SUCCESS" if ids else "NOT_FOUND") if not self.faults.wrong_ack_status else "NOT_FOUND",
             "interrupted": ids,
             "interrupted_count": len(ids),
-        })
+        }
+        if self.faults.slow_ack:
+            # slow_ack: the ACK leaves 50 ms late (a slower interrupt path, not a broken one).
+            asyncio.get_running_loop().call_later(0.05, self.control, "INTERRUPT_ACK", rid, payload)
+            return
+        self.control("INTERRUPT_ACK", rid, payload)
 
     async def _interrupt_racy(self, rid: str, target: str | None, reason: str | None) -> None:
         # double_claim: look up, then await (a store round trip), then act on the stale view.

@@ -193,3 +193,23 @@ def test_blocking_reply_interrupted_its_late_output_is_dropped(srv):
         await ws.close()
 
     run(body())
+
+
+def test_slow_ack_fault_delays_every_ack_and_nothing_else():
+    """--fault slow_ack: the ACK leaves at least 50 ms after the INTERRUPT; the final still precedes it."""
+
+    async def body(url: str) -> float:
+        ws = await WS.open(url)
+        await ws.request("r1", chunks=1000, chunk_delay_ms=1)
+        await ws.until(lambda f: f.get("request_id") == "r1" and f["payload"]["seq"] >= 2)
+        sent = time.monotonic()
+        await ws.interrupt("i1", "r1")
+        ack = await ws.ack("i1")
+        waited = time.monotonic() - sent
+        assert ack["payload"]["status"] == "SUCCESS"
+        _assert_final_then_ack_then_silence(ws, "r1", "i1")
+        await ws.close()
+        return waited
+
+    with RefServer(["--fault", "slow_ack"]) as slow:
+        assert run(body(slow.ws_url)) >= 0.045

@@ -13,14 +13,7 @@ from typing import Any
 
 from harness import checkers
 from harness.core.timing import scaled
-from harness.engine.actions import (
-    python_view,
-    resource_snapshot,
-    settle_resources,
-    settle_stats,
-    start_stream,
-    stats_sample,
-)
+from harness.engine.actions import start_stream
 from harness.engine.scenario import Context, scenario
 
 MODES = ("clean", "mid_stream", "reset", "vanish", "reconnect")
@@ -44,9 +37,9 @@ async def _cycle(ctx: Context, sup: Any, i: int, mode: str) -> None:
     if mode == "mid_stream":
         await c.close(timeout=CLOSE_S)
     elif mode == "reset":
-        await c.abort()
+        await ctx.nemesis.rst(c)
     elif mode == "vanish":
-        await c.vanish()
+        await ctx.nemesis.fin(c)
     elif mode == "reconnect":
         # The same user opens a new page while the old connection is still up.
         again = await ctx.client(sup, name=f"k{i}r")
@@ -76,10 +69,10 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
     warm = await ctx.client(sup, name="warm")
     await warm.reply(await warm.request("warm", chunks=2, chunk_delay_ms=1), scaled(5))
     await warm.close()
-    await settle_stats(ctx, sup, COUNTERS, scaled(3))
-    base = await stats_sample(ctx, sup)
-    base_res = resource_snapshot(sup)
-    base_py = await python_view(ctx, sup)
+    await ctx.probes.settle_stats(sup, COUNTERS, scaled(3))
+    base = await ctx.probes.stats(sup)
+    base_res = ctx.probes.resources(sup)
+    base_py = await ctx.probes.python_view(sup)
 
     modes = [ctx.rng.choice(MODES) for _ in range(cycles)]
     latencies: list[tuple[int, float]] = []
@@ -107,19 +100,19 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
                 samples.append(reply.total_ms)
         if samples:
             latencies.append((done, min(samples)))
-        snap = resource_snapshot(sup)
+        snap = ctx.probes.resources(sup)
         if snap is not None:
             rss.append((done, snap["rss"]))
     await meter.close()
     # Every way of leaving here ends the TCP connection, so the server sees it at once;
     # silent peers that never do are the keepalive scenario's business.
-    after = await settle_stats(ctx, sup, COUNTERS, scaled(3))
+    after = await ctx.probes.settle_stats(sup, COUNTERS, scaled(3))
     # Sockets close a moment after the counters drop: wait (bounded) for the process
     # view to settle too, so only a lasting CLOSE_WAIT or fd leak is judged.
-    after_res = await settle_resources(
+    after_res = await ctx.probes.settle_resources(
         sup, lambda r: r["tcp"].get("CLOSE_WAIT", 0) == 0 and r["num_fds"] <= (base_res or r)["num_fds"] + 4,
         scaled(3))
-    after_py = await python_view(ctx, sup)
+    after_py = await ctx.probes.python_view(sup)
 
     # Without /stats (the injected probe alone) there are no session counters to read;
     # tasks and threads below still hold the target to its baseline.

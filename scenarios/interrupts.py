@@ -14,7 +14,7 @@ from typing import Any
 from harness import checkers
 from harness.client.connection import ClientError
 from harness.core.timing import scaled
-from harness.engine.actions import open_streams, settle_stats, wait_stats
+from harness.engine.actions import open_streams
 from harness.engine.scenario import Context, scenario
 
 #: Streams that run long enough to be interrupted, fast enough to be "full speed".
@@ -43,7 +43,7 @@ def _ack_checks(ctx: Context) -> None:
 
 async def _quiesced(ctx: Context, sup: Any) -> None:
     """active_requests back to 0 once everything is interrupted or done."""
-    sample = await settle_stats(ctx, sup, ("active_requests",), scaled(3))
+    sample = await ctx.probes.settle_stats(sup, ("active_requests",), scaled(3))
     if ctx.target.stats_path:
         ctx.check(checkers.counters_zero(sample, keys=("active_requests",)))
 
@@ -185,7 +185,7 @@ async def blocking(ctx: Context) -> None:
     sup = await ctx.start_target()
     c = await ctx.client(sup)
     rid = await c.request("block", agent="blocking", block_ms=block_ms)
-    await wait_stats(ctx, sup, lambda s: s.get("agent_threads", 0) >= 1, scaled(2))
+    await ctx.probes.wait_stats(sup, lambda s: s.get("agent_threads", 0) >= 1, scaled(2))
     await c.interrupt(rid, timeout=scaled(2))
     # The next blocking request needs a worker of its own at once: a pool that the stuck
     # thread still occupies would make it wait out the block.
@@ -195,7 +195,7 @@ async def blocking(ctx: Context) -> None:
     ctx.check(checkers.not_delayed(reply.first_chunk_ms, scaled(ctx.limits.ack_bound_s) * 1000 * 2,
                                    what="first chunk of a request sent while a blocking agent is stuck"))
     # The late output would come once the thread unblocks: wait for that event, then a window.
-    await wait_stats(ctx, sup, lambda s: s.get("agent_threads", 1) == 0, scaled(block_ms / 1000 + 3))
+    await ctx.probes.wait_stats(sup, lambda s: s.get("agent_threads", 1) == 0, scaled(block_ms / 1000 + 3))
     await _observe_window(c)
     _ack_checks(ctx)
     await _quiesced(ctx, sup)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 from harness import checkers
 from harness.core.timing import now_ns, scaled
-from harness.engine.actions import settle_stats, wait_stats
 from harness.engine.scenario import Context, scenario
-from harness.nemesis.faults import frozen_process
-from harness.target.spec import Readiness, Target
 
 #: Short enough for the gate; the bound below scales with it.
 INTERVAL_S = 1.0
@@ -32,21 +27,14 @@ async def silent_peer(ctx: Context, how: str) -> None:
     bound_ms = scaled(2 * interval + ctx.limits.exit_margin_s) * 1000
     if how == "stop_reading":
         c = await ctx.client(sup)
-        c.stop_reading()
+        ctx.enter(ctx.nemesis.stop_reading(c))
     else:
-        peer = Target(
-            name="peer",
-            argv=(sys.executable, "-m", "harness.nemesis.peer", "--url", sup.ws_url, "--mode", "idle"),
-            readiness=Readiness(kind="line", pattern=r"CONNECTED"),
-            stats_path=None,
-            health_path=None,
-        )
-        peer_sup = await ctx.start_target(target=peer, name="peer")
-        ctx.enter(frozen_process(peer_sup.pid))
+        peer = await ctx.start_peer(sup)
+        ctx.enter(ctx.nemesis.freeze(peer.pid, what=peer.name))
     since = now_ns()
-    dropped = await wait_stats(ctx, sup, lambda s: s.get("connections") == 0, scaled(bound_ms / 1000 + 2))
+    dropped = await ctx.probes.wait_stats(sup, lambda s: s.get("connections") == 0, scaled(bound_ms / 1000 + 2))
     dropped_ms = (now_ns() - since) / 1e6 if dropped is not None and dropped.get("connections") == 0 else None
     ctx.figure("dropped_after_ms", dropped_ms)
     ctx.check(checkers.within_bound(dropped_ms, bound_ms, what=f"drop of a silent peer ({how})", check="keepalive.dropped_within"))
-    after = await settle_stats(ctx, sup, RELEASED, scaled(2))
+    after = await ctx.probes.settle_stats(sup, RELEASED, scaled(2))
     ctx.check(checkers.counters_zero(after, keys=RELEASED))

@@ -7,7 +7,7 @@ import asyncio
 from harness import checkers
 from harness.client.connection import Client, ClientError
 from harness.core.timing import scaled
-from harness.engine.actions import resource_snapshot, start_stream
+from harness.engine.actions import start_stream
 from harness.engine.scenario import Context, scenario
 
 EVENT_BYTES = 256 * 1024
@@ -26,10 +26,10 @@ async def never_reads(ctx: Context, others: int, events: int) -> None:
     await slow.subscribe("firehose")
     for _ in range(4):
         await start_stream(slow, scaled(5), "flood", chunks=100_000, chunk_delay_ms=0)
-    slow.stop_reading()
+    ctx.enter(ctx.nemesis.stop_reading(slow))
     publisher = await ctx.client(sup, name="publisher")
     streamers = await ctx.clients(sup, others, prefix="o")
-    before = resource_snapshot(sup)
+    before = ctx.probes.resources(sup)
     blob = "x" * EVENT_BYTES
     latencies: list[float | None] = []
     peak = before["rss"] if before else None
@@ -54,7 +54,7 @@ async def never_reads(ctx: Context, others: int, events: int) -> None:
             except (ClientError, asyncio.TimeoutError):
                 return  # a server this stuck is judged by the others' latency below
             if i % 10 == 9:
-                snap = resource_snapshot(sup)
+                snap = ctx.probes.resources(sup)
                 if snap is not None and peak is not None:
                     peak = max(peak, snap["rss"])
 

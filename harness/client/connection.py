@@ -32,8 +32,8 @@ from websockets.protocol import State
 
 from harness.client.correlate import Correlator, Pending
 from harness.core.history import History, Operation
+from harness.core.sockets import fin_close, pause_transport, resume_transport, rst_close
 from harness.core.timing import now_ns, scaled
-from harness.nemesis.faults import fin_close, pause_transport, resume_transport, rst_close
 from harness.protocol.adapters import Adapter, ReferenceAdapter
 from harness.protocol.frames import Frame, InterruptResult, Reply, frame_record
 from harness.target.spec import check_loopback
@@ -490,6 +490,11 @@ class Client:
             return await _bounded(asyncio.shield(self._closed), timeout)
         except asyncio.TimeoutError:
             return None
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code received once the connection has ended (None: none came, or not ended)."""
+        return self._close_code()
 
     def _close_code(self) -> int | None:
         if self._closed is not None and self._closed.done():

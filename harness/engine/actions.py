@@ -1,8 +1,9 @@
-"""Multi-step actions that scenarios share: open streams, watch a drain, sample resources.
+"""Multi-step actions that scenarios share: open streams, probe a connect, expect errors.
 
-These hold the socket and process work so that scenario modules read as steps
-and assertions. Every wait is bounded and event-driven (a frame, a status, a
-reaped pid), never a sleep used as synchronisation.
+These hold the client work so that scenario modules read as steps and
+assertions. Every wait is bounded and event-driven (a frame, a status), never
+a sleep used as synchronisation. Questions about the target's state go to the
+probes (``ctx.probes``, :class:`harness.probes.observe.Observer`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-
 from harness.core.timing import scaled
+from harness.probes.observe import DrainWatch as _DrainWatch
 
 if TYPE_CHECKING:
     from harness.client.connection import Client
@@ -27,14 +25,9 @@ __all__ = [
     "DrainWatch",
     "ScenarioError",
     "open_streams",
-    "resource_snapshot",
-    "settle_resources",
-    "settle_stats",
     "start_stream",
-    "stats_sample",
     "try_connect",
     "wait_first_chunk",
-    "wait_stats",
 ]
 
 LONG = {"chunks": 100000, "chunk_delay_ms": 10}
@@ -87,114 +80,14 @@ async def try_connect(ctx: Context, url: str, timeout: float) -> bool:
     return True
 
 
-@dataclass
-class DrainWatch:
-    """Watches /health and new connections from the moment a shutdown signal is sent."""
+class DrainWatch(_DrainWatch):
+    """:class:`harness.probes.observe.DrainWatch` started from a case's context."""
 
-    health: list[int | None] = field(default_factory=list)
-    connect_refused: list[bool] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
+    def start(self, ctx: Context, sup: Supervisor, *, probe_connect: bool = True) -> None:  # type: ignore[override]
+        async def connect() -> bool:
+            return await try_connect(ctx, sup.ws_url, scaled(0.5))
 
-    def start(self, ctx: Context, sup: Supervisor, *, probe_connect: bool = True) -> None:
-        self._task = asyncio.ensure_future(self._run(ctx, sup, probe_connect))
-
-    async def _run(self, ctx: Context, sup: Supervisor, probe_connect: bool) -> None:
-        path = ctx.target.health_path
-        timeout = aiohttp.ClientTimeout(total=scaled(0.5))
-        # No pooled keep-alive connection: a server draining its connections would
-        # wait for the watcher's, and the harness would slow the exit it measures.
-        connector = aiohttp.TCPConnector(force_close=True)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
-            while sup.is_running():
-                if path:
-                    try:
-                        async with http.get(sup.http_base + path) as resp:
-                            self.health.append(resp.status)
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                        self.health.append(None)
-                if probe_connect and sup.is_running() and len(self.connect_refused) < 3:
-                    ok = await try_connect(ctx, sup.ws_url, scaled(0.5))
-                    if sup.is_running():  # an attempt that raced the exit proves nothing
-                        self.connect_refused.append(not ok)
-                # A watcher that polls: each round trip paces the next; bounded by the process's life.
-                await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-
-
-async def stats_sample(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
-    """One /stats sample, or the injected probe's view when the target has no /stats."""
-    from harness.probes.sampling import StatsProbe
-
-    if ctx.target.stats_path:
-        probe = StatsProbe(sup.http_base, ctx.target.stats_path, history=ctx.history)
-        try:
-            s = await probe.sample()
-        finally:
-            await probe.close()
-        if s.ok:
-            return s.data
-    return await python_view(ctx, sup)
-
-
-async def python_view(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
-    """Tasks and threads as the injected Python probe sees them, or None without the probe."""
-    from harness.probes.sampling import PythonProbe, probe_address_from_env
-
-    addr = probe_address_from_env(sup.env) if ctx.target.python_probe else None
-    if not addr:
-        return None
-    s = await PythonProbe(addr, history=ctx.history).sample()
-    if not s.ok:
-        return None
-    return {"tasks": s.data.get("tasks"), "threads": s.data.get("thread_count"),
-            "executor_threads": len(s.data.get("executor_threads") or [])}
-
-
-async def wait_stats(
-    ctx: Context, sup: Supervisor, predicate: Callable[[dict[str, Any]], bool], timeout: float
-) -> dict[str, Any] | None:
-    """Poll /stats until the predicate holds or the bound passes; the last sample either way."""
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] | None = None
-    while True:
-        last = await stats_sample(ctx, sup)
-        if last is not None and predicate(last):
-            return last
-        if time.monotonic() >= deadline:
-            return last
-        await asyncio.sleep(0.05)  # polling interval of a bounded wait on a condition
-
-
-async def settle_stats(
-    ctx: Context, sup: Supervisor, keys: tuple[str, ...], timeout: float
-) -> dict[str, Any] | None:
-    """Poll /stats until every key is 0 or the bound passes; the last sample either way."""
-    return await wait_stats(ctx, sup, lambda s: all(s.get(k) == 0 for k in keys), timeout)
-
-
-async def settle_resources(
-    sup: Supervisor, predicate: Callable[[dict[str, Any]], bool], timeout: float
-) -> dict[str, Any] | None:
-    """Poll the process view until the predicate holds or the bound passes; the last view."""
-    deadline = time.monotonic() + timeout
-    while True:
-        snap = resource_snapshot(sup)
-        if snap is None or predicate(snap) or time.monotonic() >= deadline:
-            return snap
-        await asyncio.sleep(0.05)  # polling interval of a bounded wait on a condition
-
-
-def resource_snapshot(sup: Supervisor) -> dict[str, Any] | None:
-    """psutil view of the target: rss, fds, threads, sockets by state."""
-    from harness.probes.sampling import ProcessProbe
-
-    s = ProcessProbe(sup.pid).sample()
-    return s.data if s.ok else None
+        super().start(sup, ctx.target.health_path, connect if probe_connect else None)
 
 
 async def send_expect_error(client: Client, raw: str | bytes, timeout: float) -> Any:
@@ -225,3 +118,14 @@ async def count_errors(client: Client, expected: int, timeout: float) -> int:
         if await client.wait_frame(lambda f: True, deadline - time.monotonic(), since=None) is None:
             break
     return count()
+
+
+# -- the probes, asked through the case's context ---------------------------------
+async def stats_sample(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
+    """``ctx.probes.stats(sup)``."""
+    return await ctx.probes.stats(sup)
+
+
+async def wait_stats(ctx: Context, sup: Supervisor, predicate: Any, timeout: float) -> dict[str, Any] | None:
+    """``ctx.probes.wait_stats(sup, predicate, timeout)``."""
+    return await ctx.probes.wait_stats(sup, predicate, timeout)

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 from harness.core.history import History
 from harness.core.timing import scaled
 from harness.core.verdict import Verdict, unknown
+from harness.nemesis.nemesis import Nemesis
+from harness.probes.observe import Observer
 from harness.target.spec import Limits, Target
 
 if TYPE_CHECKING:  # imported lazily at run time: a checker test needs none of this
@@ -186,6 +188,10 @@ class Context:
         self._closers: list[Callable[[], Awaitable[Any]]] = []
         self._names = 0
         self._progress: Callable[[str, int, int, str], None] | None = None
+        #: Every question about the target's state goes to the probes.
+        self.probes = Observer(self.history, stats_path=target.stats_path, python_probe=target.python_probe)
+        #: Every fault goes through the nemesis, which records it in the history.
+        self.nemesis = Nemesis(self.history)
 
     @property
     def limits(self) -> Limits:
@@ -222,9 +228,7 @@ class Context:
         A target given by command line alone has /stats "if it answers": a 404 or
         a non-JSON page means the resource checks have nothing to read.
         """
-        from harness.engine.actions import stats_sample
-
-        if await stats_sample(self, sup) is None:
+        if await self.probes.stats(sup) is None:
             raise NotApplicable(
                 "needs /stats or the injected Python probe (--python-probe): "
                 f"{self.target.stats_path or '/stats'} did not answer with JSON"
@@ -262,6 +266,13 @@ class Context:
         self._supervisors.append(sup)
         await sup.start()
         return sup
+
+    async def start_peer(self, sup: Supervisor, *, mode: str = "idle") -> Supervisor:
+        """A client in a process of its own, connected to ``sup``, for the nemesis to freeze."""
+        from harness.nemesis.peer import peer_target
+
+        return await self.start_target(target=peer_target(sup.ws_url, mode, allow_remote=self.target.allow_remote),
+                                       name=self.name("peer"))
 
     async def client(self, sup: Supervisor | str, *, name: str | None = None, connect: bool = True) -> Client:
         from harness.client.connection import Client

@@ -11,9 +11,10 @@ socket paused behind it.
 * :class:`TcpProxy` — a loopback TCP proxy that can black-hole, delay or reset.
 * :class:`PeerProcess` — a separate client process (``harness.nemesis.peer``) to freeze.
 
-The socket-level helpers :func:`rst_close`, :func:`fin_close`,
-:func:`pause_transport` and :func:`resume_transport` are what
-``Client.abort``, ``Client.vanish`` and ``Client.stop_reading`` use.
+These are the mechanisms; scenarios apply them through
+:class:`harness.nemesis.nemesis.Nemesis`, which records each fault's begin and
+end in the history. The socket primitives underneath (RST, FIN, paused
+transport) live in :mod:`harness.core.sockets`, shared with the client.
 """
 
 from __future__ import annotations
@@ -22,15 +23,14 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
-import struct
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Hashable, Iterator
+from typing import TYPE_CHECKING
 
 import psutil
 
+from harness.core.sockets import rst_close
 from harness.core.timing import Deadline, scaled
 from harness.target.spec import check_loopback
 
@@ -42,12 +42,8 @@ __all__ = [
     "FaultNestingError",
     "PeerProcess",
     "TcpProxy",
-    "fin_close",
     "frozen_process",
-    "pause_transport",
     "paused_reading",
-    "resume_transport",
-    "rst_close",
 ]
 
 
@@ -71,58 +67,6 @@ def _exclusive(fault: str, key: Hashable) -> Iterator[None]:
         yield
     finally:
         _active.discard((fault, key))
-
-
-# -- socket-level helpers -------------------------------------------------------
-
-def rst_close(transport: asyncio.WriteTransport) -> None:
-    """Close with a TCP RST: SO_LINGER on with 0 s, then abort (no close frame, no FIN)."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass  # already closed: nothing left to reset
-    transport.abort()
-
-
-def fin_close(transport: asyncio.WriteTransport) -> None:
-    """Close with a FIN and nothing else, as a process that exits without closing does."""
-    # shutdown(SHUT_WR) first: the FIN goes out even if unread bytes in the
-    # receive buffer would turn a plain close() into an RST.
-    if transport.can_write_eof():
-        try:
-            transport.write_eof()
-        except (OSError, RuntimeError):
-            pass
-    transport.close()
-
-
-def pause_transport(connection: Any) -> Callable[[], Any]:
-    """Pause reading a websockets connection's transport; returns what resume needs.
-
-    websockets' assembler resumes the transport when its frame queue drains,
-    which would undo a deliberate pause: its resume hook is disabled until
-    :func:`resume_transport`.
-    """
-    assembler = connection.recv_messages
-    saved: Callable[[], Any] = getattr(assembler, "resume", _noop)
-    assembler.resume = _noop
-    connection.transport.pause_reading()
-    return saved
-
-
-def resume_transport(connection: Any, saved: Callable[[], Any]) -> None:
-    assembler = connection.recv_messages
-    assembler.resume = saved
-    transport = connection.transport
-    # Keep the pause websockets itself wants when its queue is still full.
-    if not transport.is_closing() and not getattr(assembler, "paused", False):
-        transport.resume_reading()
-
-
-def _noop() -> None:
-    return None
 
 
 # -- slow reader, frozen process -------------------------------------------------
@@ -198,6 +142,8 @@ class TcpProxy:
         self.upstream_host, self.upstream_port = upstream_host, upstream_port
         self.listen_host, self.listen_port = listen_host, listen_port
         self.mode = "pass"
+        #: How the nemesis names this proxy in the history.
+        self.name = "proxy"
         self._delay_s = 0.0
         self._flowing = asyncio.Event()
         self._flowing.set()

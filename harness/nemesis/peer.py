@@ -16,8 +16,18 @@ import sys
 
 from harness.client.connection import Client, ClientError
 from harness.core.timing import scaled
+from harness.target.spec import Readiness, Target
 
-__all__ = ["main", "run"]
+__all__ = ["main", "peer_target", "run"]
+
+
+def peer_target(url: str, mode: str = "idle", *, allow_remote: bool = False) -> Target:
+    """The peer as a target the supervisor runs (its own session, its tree stopped, ready on CONNECTED)."""
+    argv = [sys.executable, "-m", "harness.nemesis.peer", "--url", url, "--mode", mode]
+    if allow_remote:
+        argv.append("--allow-remote")
+    return Target(name="peer", argv=tuple(argv), readiness=Readiness(kind="line", pattern=r"CONNECTED"),
+                  stats_path=None, health_path=None, allow_remote=allow_remote)
 
 
 async def run(url: str, mode: str, *, allow_remote: bool = False, max_seconds: float = 600.0) -> int:

@@ -9,12 +9,20 @@ loops for a fixed time against one reference server:
 * ``bare``: a ``websockets`` loop as tight as it can be written (no history,
   no JSON parse: a substring test finds the final frame), the practical limit
   of Python on this machine;
-* ``artillery``: Artillery's WebSocket engine (:mod:`bench.artillery`).
+* ``artillery``: Artillery's WebSocket engine (:mod:`bench.artillery`);
+* ``k6``: Grafana's k6 with ``k6/ws`` (:mod:`bench.k6`, ``bench/k6/churn.js``).
 
 The Python drivers alternate over several rounds and the medians are compared,
 so a machine whose load drifts does not favour one side. Besides cycles per
 second, the driver's own CPU time per cycle is reported: on a shared 2-core
-machine it moves far less with other load than throughput does.
+machine it moves far less with other load than throughput does. k6 runs once
+per round, after the Python drivers, and its medians are taken the same way.
+
+The ceiling is the server's: its own CPU per cycle (median over every run of
+every driver) says how many cycles per second one core of it could serve at
+most, ``1e6 / server us per cycle``; each driver's throughput is also given as
+a fraction of that, which says how close the driver comes to saturating the
+server rather than itself.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from harness.client.connection import Client, ClientError
 from harness.core.history import History
 from harness.core.timing import scaled
 
+from . import k6
 from .artillery import ArtilleryUnavailable, run_churn
 from .common import Figure, bounded, cpu_s, ratio, running
 
@@ -128,6 +137,8 @@ async def figure(quick: bool) -> Figure:
     runs: list[dict[str, Any]] = []
     art: dict[str, Any] | None = None
     art_error: str | None = None
+    k6_runs: list[dict[str, Any]] = []
+    k6_error: str | None = None
     async with running() as sup:
         server = psutil.Process(sup.pid)
         await _drive("bare", sup.ws_url, 0.3, server)  # warm-up: first-use paths out of the timing
@@ -135,41 +146,84 @@ async def figure(quick: bool) -> Figure:
             order = ("wschaos", "bare") if i % 2 == 0 else ("bare", "wschaos")
             for kind in order:
                 runs.append(await _drive(kind, sup.ws_url, seconds, server))
+            if k6_error is None:
+                # k6 every round, for its own medians; its start-up is not timed, and its
+                # CPU and the server's are taken over its load phase alone.
+                try:
+                    k6_runs.append(await k6.run_churn(sup.ws_url, duration_s=seconds, concurrency=CONCURRENCY,
+                                                      timeout_s=scaled(seconds + 90), server=server))
+                except (k6.K6Unavailable, OSError) as exc:
+                    k6_error = f"{type(exc).__name__}: {exc}"
             if i == 0:
                 # Artillery between the Python rounds, against the same server, so
-                # all three see the same machine (its start-up is not timed).
+                # all the drivers see the same machine (its start-up is not timed).
+                s0 = cpu_s(server)
                 try:
                     art = await run_churn(sup.ws_url, duration_s=art_seconds, concurrency=CONCURRENCY,
                                           timeout_s=scaled(art_seconds + 120))
                 except (ArtilleryUnavailable, OSError, RuntimeError) as exc:
                     art_error = f"{type(exc).__name__}: {exc}"
+                if art is not None and art["cycles"]:
+                    # Over Artillery's whole run: its start-up included, when the server is idle.
+                    art["server_cpu_us_per_cycle"] = round((cpu_s(server) - s0) / art["cycles"] * 1e6)
 
     def med(kind: str, key: str) -> float:
         return statistics.median(r[key] for r in runs if r["driver"] == kind)
 
+    def k6_med(key: str) -> float | None:
+        values = [r[key] for r in k6_runs if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
     w, b = med("wschaos", "cycles_per_s"), med("bare", "cycles_per_s")
+    k = k6_med("cycles_per_s")
     fig.add("wschaos", w, "cycles/s")
     fig.add("bare websockets", b, "cycles/s")
     a = art["cycles_per_s"] if art else None
     fig.add("artillery", a if art else f"unavailable ({art_error})", "cycles/s" if art else "")
+    fig.add("k6", k if k is not None else f"unavailable ({k6_error or 'no completed cycles'})",
+            "cycles/s" if k is not None else "")
     fig.add("wschaos / artillery", ratio(w, a), "x")
+    fig.add("wschaos / k6", ratio(w, k), "x")
     fig.add("wschaos / bare", ratio(w, b), "x")
     fig.add("client CPU wschaos", med("wschaos", "client_cpu_us_per_cycle"), "us/cycle")
     fig.add("client CPU bare", med("bare", "client_cpu_us_per_cycle"), "us/cycle")
     fig.add("client CPU artillery", art.get("client_cpu_us_per_cycle") if art else None, "us/cycle")
-    fig.add("server CPU", med("bare", "server_cpu_us_per_cycle"), "us/cycle")
+    k6_cpu = k6_med("client_cpu_us_per_cycle")
+    fig.add("client CPU k6", k6_cpu, "us/cycle")
     art_cpu = art.get("client_cpu_us_per_cycle") if art else None
     # CPU per cycle moves far less with the machine's other load than throughput does.
     fig.add("wschaos / artillery by client CPU", ratio(art_cpu, med("wschaos", "client_cpu_us_per_cycle")), "x")
+    fig.add("wschaos / k6 by client CPU", ratio(k6_cpu, med("wschaos", "client_cpu_us_per_cycle")), "x")
     fig.add("wschaos / bare by CPU", ratio(
         med("bare", "client_cpu_us_per_cycle") + med("bare", "server_cpu_us_per_cycle"),
         med("wschaos", "client_cpu_us_per_cycle") + med("wschaos", "server_cpu_us_per_cycle")), "x")
+    # The ceiling: the server's own CPU per cycle, over every run of every driver whose
+    # window is its load alone (Artillery's includes its start-up, so it is shown, not pooled).
+    by_driver: dict[str, float | None] = {kind: med(kind, "server_cpu_us_per_cycle") for kind in ("wschaos", "bare")}
+    by_driver["k6"] = k6_med("server_cpu_us_per_cycle")
+    by_driver["artillery"] = art.get("server_cpu_us_per_cycle") if art else None
+    pooled = [r["server_cpu_us_per_cycle"] for r in [*runs, *k6_runs]
+              if r.get("server_cpu_us_per_cycle") and r.get("cycles")]
+    server_us = statistics.median(pooled) if pooled else None
+    ceiling = round(1e6 / server_us, 1) if server_us else None
+    fig.add("server CPU", server_us, "us/cycle")
+    fig.add("server CPU by driver", by_driver, "us/cycle")
+    fig.add("ceiling (one server core)", ceiling, "cycles/s")
+    fig.add("of ceiling", {"wschaos": ratio(w, ceiling), "bare": ratio(b, ceiling),
+                           "artillery": ratio(a, ceiling), "k6": ratio(k, ceiling)}, "")
     fig.goal(">= 2x Artillery", None if a is None else w >= 2 * a, f"{ratio(w, a)}x")
     fig.goal(">= 0.8x bare websockets", w >= 0.8 * b, f"{ratio(w, b)}x")
     failed = sum(r["failed"] for r in runs)
     if failed:
         fig.notes.append(f"{failed} wschaos cycles ended without a complete reply")
-    fig.notes.append(f"medians of {rounds} alternating round(s) of {seconds:g} s per driver;"
-                     f" Artillery {art_seconds} s once")
-    fig.details = {"runs": runs, "artillery": art, "artillery_error": art_error}
+    k6_failed = sum(r["failed"] for r in k6_runs)
+    if k6_failed:
+        reasons = sorted({x for r in k6_runs for x in r.get("failure_reasons", [])})
+        fig.notes.append(f"{k6_failed} k6 cycles failed: {'; '.join(reasons[:3]) or 'no reason given'}")
+    fig.notes.append(f"medians of {rounds} alternating round(s) of {seconds:g} s per Python driver"
+                     f" and k6; Artillery {art_seconds} s once")
+    fig.notes.append("ceiling = 1e6 / server CPU us per cycle (median over the wschaos, bare and k6 runs);"
+                     " 'of ceiling' = throughput / ceiling")
+    fig.details = {"runs": runs, "artillery": art, "artillery_error": art_error,
+                   "k6": k6_runs, "k6_error": k6_error}
     return fig

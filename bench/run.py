@@ -9,6 +9,12 @@ whole table is written as JSON to ``DIR/<timestamp>.json`` and
 ``DIR/latest.json`` (default ``reports/bench/``). A figure that cannot be
 measured is reported as unavailable with its reason; the run goes on.
 
+The peers run inside the figures they are compared in, in the same run:
+Artillery and k6 (:mod:`bench.artillery`, :mod:`bench.k6`) in ``churn``, k6
+in ``storm``; ``--only churn,storm`` selects exactly the figures with peers.
+The load average at the start and the end goes into the JSON, since every
+figure is measured on whatever else the machine is doing.
+
 Exit code: 0 when the run completed (missed goals are findings, not errors),
 2 for bad arguments.
 """
@@ -92,7 +98,8 @@ def _print_table(figures: list[Figure], title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: every figure, briefly")
-    parser.add_argument("--only", default="", help=f"comma-separated figures: {', '.join(FIGURES)}")
+    parser.add_argument("--only", default="", help=f"comma-separated figures: {', '.join(FIGURES)}"
+                        " (the peers, Artillery and k6, are rows of churn and storm)")
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON goes")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(FIGURES)
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(FIGURES)}")
     started = datetime.now(timezone.utc)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     t0 = time.monotonic()
     figures = asyncio.run(_run(names, args.quick))
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "command": " ".join([os.path.relpath(sys.executable), "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+                    "loadavg_at_start": load_at_start, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
         "figures": [f.as_dict() for f in figures],
     }
     out = Path(args.out)
@@ -118,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     path = out / f"{stamp}.json"
     path.write_text(json.dumps(result, indent=2, default=str))
     (out / "latest.json").write_text(path.read_text())
-    _print_table(figures, f"wschaos bench {stamp}{' (quick)' if args.quick else ''}, {result['seconds']} s")
+    load = result["machine"]["loadavg_at_end"]
+    _print_table(figures, f"wschaos bench {stamp}{' (quick)' if args.quick else ''}, {result['seconds']} s,"
+                          f" load average {load_at_start[0]} at start, {load[0]} at end")
     print(f"written {path}", file=sys.stderr)
     return 0
 

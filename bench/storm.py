@@ -6,6 +6,11 @@ once, at a seeded mix of its own streams, ``null`` (everything) and unknown
 ids, as the ``interrupts.storm`` scenario does. The latency is the client's
 own ``InterruptResult.latency_ms``: INTERRUPT sent to ACK taken off the socket.
 Several rounds, each against a fresh server, pool their latencies.
+
+k6 runs the same storm (``bench/k6/storm.js`` through :mod:`bench.k6`) in
+every round, against a fresh server of its own, right after wschaos's; its
+latency is k6's own, from just before the send to the ACK's message callback,
+pooled the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from harness.core.history import History
 from harness.core.timing import scaled
 from harness.protocol.frames import Frame
 
+from . import k6
 from .common import Figure, running, spread
 
 __all__ = ["figure"]
@@ -66,21 +72,55 @@ async def _round(rng: random.Random) -> tuple[list[float], int]:
     return latencies, sum(1 for r in results if r.latency_ms is None)
 
 
+async def _k6_round(seed: int) -> dict[str, Any]:
+    """The same storm from k6, against a fresh server."""
+    async with running() as sup:
+        return await k6.run_storm(sup.ws_url, sessions=SESSIONS, per_session=PER_SESSION, seed=seed,
+                                  timeout_s=scaled(90))
+
+
 async def figure(quick: bool) -> Figure:
     fig = Figure("storm", f"2. interrupt storm: {SESSIONS * PER_SESSION} INTERRUPTs across {SESSIONS} streaming sessions")
     rounds = 1 if quick else 5
     rng = random.Random(1)
     latencies: list[float] = []
     missing = 0
-    for _ in range(rounds):
+    k6_latencies: list[float] = []
+    k6_missing = 0
+    k6_runs: list[dict[str, Any]] = []
+    k6_error: str | None = None
+    for i in range(rounds):
         lat, miss = await _round(rng)
         latencies += lat
         missing += miss
+        if k6_error is None:
+            try:
+                k6_runs.append(await _k6_round(seed=i + 1))
+            except (k6.K6Unavailable, OSError) as exc:
+                k6_error = f"{type(exc).__name__}: {exc}"
+            else:
+                k6_latencies += k6_runs[-1]["latencies_ms"]
+                k6_missing += k6_runs[-1]["unanswered"]
     s = spread(latencies)
     fig.add("ACK latency", s, "ms")
     fig.add("INTERRUPTs without ACK", missing)
+    if k6_runs:
+        fig.add("k6 ACK latency", spread(k6_latencies), "ms")
+        fig.add("k6 INTERRUPTs without ACK", k6_missing)
+    else:
+        fig.add("k6 ACK latency", f"unavailable ({k6_error})")
     p99 = s["p99"]
     fig.goal("p99 < 100 ms", None if p99 is None else p99 < 100 and missing == 0, f"p99 {p99} ms")
-    fig.notes.append(f"{rounds} round(s) of {SESSIONS * PER_SESSION}, each against a fresh server")
-    fig.details = {"latencies_ms": [round(x, 2) for x in latencies]}
+    fig.notes.append(f"{rounds} round(s) of {SESSIONS * PER_SESSION}, each against a fresh server;"
+                     f" k6 {len(k6_runs)} round(s) the same")
+    late = sum(r["late_sessions"] for r in k6_runs)
+    if late:
+        fig.notes.append(f"k6: {late} session(s) were not yet streaming at the shared storm instant")
+    problems = sorted({p for r in k6_runs for p in r["problems"]})
+    if problems:
+        fig.notes.append(f"k6: {'; '.join(problems[:3])}")
+    fig.details = {"latencies_ms": [round(x, 2) for x in latencies],
+                   "k6_latencies_ms": [round(x, 2) for x in k6_latencies],
+                   "k6": [{k: v for k, v in r.items() if k != "latencies_ms"} for r in k6_runs],
+                   "k6_error": k6_error}
     return fig

@@ -54,7 +54,7 @@ async def _load(ctx: Context, load: str) -> tuple[Any, list[tuple[Any, str]], li
 
 def _own_code(report: Any) -> int | None:
     """The target's own exit code; None when the harness had to kill it (that code is ours)."""
-    if report is None or report.classification == "hung":
+    if report is None or report.hung:
         return None
     return report.returncode
 
@@ -88,7 +88,7 @@ async def signal_shutdown(ctx: Context, how: str, load: str) -> None:
 
     ctx.figure("exit_ms", report.exit_ms if report else None)
     ctx.check(checkers.exit_time(
-        report.exit_ms if report and report.classification != "hung" else None,
+        report.exit_ms if report and not report.hung else None,
         scaled(bound_s) * 1000, what=f"exit after {how} ({load})", stacks=stacks,
     ))
     ctx.check(checkers.exit_code(_own_code(report), ctx.limits.exit_codes,
@@ -124,7 +124,7 @@ async def second_ctrl_c(ctx: Context) -> None:
     stacks = [] if report else await ctx.hang_forensics("no exit after a second Ctrl+C")
     cleanup = await sup.stop()
     report = report or sup.exit_report
-    after_ms = (report.exited_ns - second_ns) / 1e6 if report and report.classification != "hung" else None
+    after_ms = (report.exited_ns - second_ns) / 1e6 if report and not report.hung else None
     ctx.figure("second_ctrl_c_ms", after_ms)
     ctx.check(checkers.exit_time(after_ms, scaled(ctx.limits.second_sigint_s) * 1000,
                                  what="exit after the second Ctrl+C", stacks=stacks))
@@ -149,7 +149,7 @@ async def watchdog(ctx: Context) -> None:
     cleanup = await sup.stop()
     report = report or sup.exit_report
     ctx.figure("watchdog_exit_ms", report.exit_ms if report else None)
-    ctx.check(checkers.exit_time(report.exit_ms if report and report.classification != "hung" else None,
+    ctx.check(checkers.exit_time(report.exit_ms if report and not report.hung else None,
                                  scaled(bound_s) * 1000, what="watchdog exit", stacks=stacks))
     ctx.check(checkers.exit_code(_own_code(report), ctx.limits.watchdog_exit_codes,
                                  signal_killed=report.signal_killed if report else None))

@@ -1,6 +1,7 @@
 """The probes against real processes: an in-process aiohttp /stats, a psutil view
 of a subprocess, and the injected Python probe inside a WebSocket server that
-has no /stats at all (or one that lies)."""
+has no /stats at all (or one that lies); and hang forensics summarised from a
+py-spy dump."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from websockets.asyncio.client import connect
 
 from harness.core.history import History
 from harness.core.timing import Deadline, scaled
+from harness.probes.forensics import Forensics, parse_py_spy
 from harness.probes.sampling import (
     PYPROBE_DIR,
     ProcessProbe,
@@ -494,3 +496,31 @@ def test_settle_returns_the_last_sample_at_its_bound() -> None:
     last = asyncio.run(settle(fake, lambda s: s.data["never"], 0.2, interval=0.02))
     assert time.monotonic() - t0 < 0.2 + scaled(1)
     assert last.t_ns == len(calls) > 1 and not last.ok
+
+
+# -- forensics, from plain data --------------------------------------------------
+PY_SPY_DUMP = """Process 4242: python server.py
+Python v3.11.9 (/usr/bin/python3.11)
+
+Thread 4242 (idle): "MainThread"
+    _shutdown (threading.py:1583)
+Thread 4250 (active): "worker"
+    worker_that_never_ends (server.py:12)
+    run (threading.py:982)
+Thread 4251 (idle): "wschaos-probe"
+    serve (sitecustomize.py:40)
+"""
+
+
+def test_forensics_summarise_busy_threads_first_and_leave_out_the_probes_own() -> None:
+    """One Forensics for targets and clients: the key lines put the busy thread first, omit the probe's thread."""
+    f = Forensics(reason="no exit after SIGINT", t_ns=1, name="target", pids=[4242],
+                  dumps={4242: PY_SPY_DUMP}, threads=parse_py_spy(4242, PY_SPY_DUMP),
+                  output_tail="KeyboardInterrupt", output_label="transcript")
+    assert [t.idle for t in f.threads] == [True, False, True]
+    lines = f.key_lines()
+    assert lines[0] == "forensics of target (no exit after SIGINT): 1 process(es)"
+    assert lines[1] == 'pid 4242 Thread 4250 (active): "worker": worker_that_never_ends (server.py:12) < run (threading.py:982)'
+    assert not any("wschaos-probe" in ln for ln in lines)
+    assert f.stacks == PY_SPY_DUMP and f.stacks_error is None
+    assert "## transcript tail\nKeyboardInterrupt" in f.text() and f.render() == f.text()

@@ -6,7 +6,10 @@ on sleeps; every wait is bounded through ``harness.core.timing.scaled``.
 
 from __future__ import annotations
 
+import os
+import select
 import sys
+import termios
 import textwrap
 import time
 
@@ -15,13 +18,14 @@ import pytest
 
 from harness.core.proctree import is_gone
 from harness.core.timing import Deadline, scaled
+from harness.probes.forensics import find_py_spy
+from harness.process.pty import DEFAULT_INTR, intr_char, send_intr
 from harness.process.terminal import (
     ClientGone,
     ExpectTimeout,
     InteractiveSession,
     TerminalError,
     drive_menu,
-    py_spy_path,
 )
 
 #: Generous bounds for a loaded 2-core machine: these are not what is tested.
@@ -136,10 +140,11 @@ def test_hung_client_is_reported_with_forensics_then_killed(session):
     assert exit_.hung and exit_.exit_ms is None and exit_.returncode is None
     forensics = session.forensics("ignored Ctrl+C")
     assert [p["pid"] for p in forensics.tree] == [pid]
-    if py_spy_path() is not None:
+    if find_py_spy() is not None:
         assert forensics.stacks_error is None, forensics.stacks_error
         assert "stuck-worker" in forensics.stacks and "MainThread" in forensics.stacks
-    assert "ignored Ctrl+C" in forensics.render()
+        assert any("stuck-worker" in ln for ln in forensics.key_lines())
+    assert "ignored Ctrl+C" in forensics.text()
     cleanup = session.close()
     assert [p.pid for p in cleanup.stopped] == [pid] and cleanup.survivors == []
     assert_gone(pid)
@@ -216,3 +221,26 @@ def test_start_failure_is_a_terminal_error():
     with pytest.raises(TerminalError, match="no-such-binary"):
         s.start(["/nonexistent/no-such-binary"], timeout=START)
     s.close()
+
+
+def test_the_interrupt_character_is_the_ptys_own():
+    """Ctrl+C types the pty's VINTR, whatever it is set to; ^C where the modes cannot be read."""
+    master, slave = os.openpty()
+    r, w = os.pipe()
+    try:
+        assert intr_char(master) == DEFAULT_INTR
+        attrs = termios.tcgetattr(slave)
+        attrs[6][termios.VINTR] = b"\x07"
+        # Raw enough to read the character back on the slave instead of it signalling anyone.
+        attrs[3] &= ~(termios.ISIG | termios.ICANON)
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        assert intr_char(master) == b"\x07"
+        before = time.monotonic_ns()
+        sent = send_intr(master)
+        assert before <= sent <= time.monotonic_ns()
+        assert select.select([slave], [], [], WAIT)[0] == [slave]
+        assert os.read(slave, 16) == b"\x07"
+        assert intr_char(r) == DEFAULT_INTR  # a pipe has no terminal modes
+    finally:
+        for fd in (master, slave, r, w):
+            os.close(fd)

@@ -1,27 +1,32 @@
-"""Hang forensics: what a stuck target was doing, captured before it is killed.
+"""Hang forensics: what a stuck process tree was doing, captured before it is killed.
 
 A hang is only explainable with the stacks in hand (pytest-timeout's
-``dump_stacks`` habit). For every process of the target's tree this records
+``dump_stacks`` habit). One :class:`Forensics` describes a hung target
+(:meth:`harness.process.supervisor.Supervisor.forensics`) as well as a hung
+interactive client (:meth:`harness.process.terminal.InteractiveSession.forensics`).
+For every process of the tree it records
 
 * every thread's Python stack, from ``py-spy dump`` (no cooperation needed
-  from the target, so it works on a process stuck in C or holding the GIL),
+  from the process, so it works on one stuck in C or holding the GIL),
 * the process tree (pid, parent, status, threads, command line),
 * its sockets with their TCP states,
-* and, when the target runs the injected Python probe, every asyncio task's
+* the last output before the hang (a target's stderr, a client's transcript),
+* and, when a target runs the injected Python probe, every asyncio task's
   stack of every running loop.
 
-Everything is written to one text file and returned as :class:`Forensics`,
-whose :meth:`Forensics.key_lines` is short enough for a failure message.
+:meth:`Forensics.key_lines` is short enough for a failure message;
+:meth:`Forensics.text` is the full record, saved to a file for targets.
 Every step is bounded and a failing step is recorded, never raised: forensics
-run on a target that is already misbehaving.
+run on a process that is already misbehaving.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -34,7 +39,11 @@ import psutil
 from harness.core.history import History
 from harness.core.timing import now_ns, scaled
 
-__all__ = ["Forensics", "collect_forensics", "find_py_spy", "parse_py_spy"]
+__all__ = ["Forensics", "ThreadStack", "collect_forensics", "find_py_spy", "gather", "parse_py_spy", "py_spy_dump"]
+
+#: The default bound of one ``py-spy dump``, in seconds (scaled).
+PY_SPY_TIMEOUT_S = 10.0
+
 
 @dataclass
 class ThreadStack:
@@ -46,20 +55,31 @@ class ThreadStack:
 
 @dataclass
 class Forensics:
+    """What a hung process tree was doing; built by :func:`gather` / :func:`collect_forensics`."""
+
     reason: str
     t_ns: int
     name: str
     pids: list[int]
-    #: pid -> raw py-spy output, or the error that prevented it.
-    stacks: dict[int, str] = field(default_factory=dict)
+    #: pid -> raw py-spy output, or why there is none.
+    dumps: dict[int, str] = field(default_factory=dict)
     threads: list[ThreadStack] = field(default_factory=list)
     tree: list[dict[str, Any]] = field(default_factory=list)
     sockets: list[dict[str, Any]] = field(default_factory=list)
     #: The injected probe's answer (loops with their tasks), or None.
     tasks: dict[str, Any] | None = None
-    stderr_tail: str = ""
+    #: The last output before the hang, and what it is ("stderr", "transcript").
+    output_tail: str = ""
+    output_label: str = "stderr"
+    #: Why some thread stacks are missing (py-spy absent, failed or timed out); None when all were taken.
+    stacks_error: str | None = None
     errors: list[str] = field(default_factory=list)
     path: Path | None = None
+
+    @property
+    def stacks(self) -> str:
+        """Every process's py-spy dump (or why it is missing), one after the other."""
+        return "\n".join(self.dumps.values())
 
     def key_lines(self, max_lines: int = 12, frames_per_thread: int = 3) -> list[str]:
         """A short summary: the top frames of each thread, busy threads first, then tasks."""
@@ -77,8 +97,8 @@ class Forensics:
                     break
                 stack = task.get("stack") or []
                 lines.append(f"task {task.get('name')} {task.get('coro')}: {' > '.join(stack[-2:])}")
-        if not self.threads and self.stacks:
-            first = next(iter(self.stacks.items()))
+        if not self.threads and self.dumps:
+            first = next(iter(self.dumps.items()))
             lines.append(f"pid {first[0]}: {first[1].strip().splitlines()[-1:] or ['(empty)']}")
         if self.errors and len(lines) < max_lines:
             lines.append("errors: " + "; ".join(self.errors)[:300])
@@ -87,6 +107,7 @@ class Forensics:
         return lines[: max_lines + 1]
 
     def text(self) -> str:
+        """The full record: tree, every thread stack, sockets, asyncio tasks, the output tail, errors."""
         out = [f"# wschaos forensics of {self.name}", f"reason: {self.reason}", f"t_ns: {self.t_ns}", ""]
         out.append("## process tree")
         for p in self.tree:
@@ -95,7 +116,7 @@ class Forensics:
                 f"{p.get('name')}: {' '.join(p.get('cmdline') or [])}"
             )
         out += ["", "## thread stacks (py-spy dump)"]
-        for pid, text in self.stacks.items():
+        for pid, text in self.dumps.items():
             out += [f"### pid {pid}", text.rstrip(), ""]
         out.append("## sockets")
         for s in self.sockets:
@@ -112,16 +133,20 @@ class Forensics:
                 for task in loop.get("tasks", []) or []:
                     out.append(f"  task {task.get('name')} {task.get('coro')}")
                     out += [f"    {fr}" for fr in task.get("stack") or []]
-        out += ["", "## stderr tail", self.stderr_tail or "(empty)", ""]
+        out += ["", f"## {self.output_label} tail", self.output_tail or "(empty)", ""]
         if self.errors:
             out += ["## errors", *self.errors, ""]
         return "\n".join(out)
+
+    def render(self) -> str:
+        """The full record (:meth:`text`)."""
+        return self.text()
 
 
 def find_py_spy() -> str | None:
     """py-spy next to this interpreter (the venv), else on PATH."""
     beside = Path(sys.executable).parent / "py-spy"
-    if beside.is_file():
+    if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     return shutil.which("py-spy")
 
@@ -143,23 +168,16 @@ def parse_py_spy(pid: int, text: str) -> list[ThreadStack]:
     return threads
 
 
-async def _py_spy(exe: str, pid: int, timeout: float) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        exe, "dump", "--pid", str(pid),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+def py_spy_dump(exe: str, pid: int, timeout: float) -> str:
+    """``py-spy dump --pid``: its output. Raises TimeoutError at the bound (py-spy killed), RuntimeError or OSError."""
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(proc.wait(), scaled(2))
-        raise
-    if proc.returncode != 0:
-        first = (err.decode(errors="replace").strip().splitlines() or ["no output"])[0]
-        raise RuntimeError(f"py-spy exited {proc.returncode}: {first}")
-    return out.decode(errors="replace")
+        done = subprocess.run([exe, "dump", "--pid", str(pid)], capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"py-spy gave no answer within {timeout:.1f}s") from None
+    if done.returncode != 0:
+        first = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[0]
+        raise RuntimeError(f"py-spy exited {done.returncode}: {first}")
+    return done.stdout.decode(errors="replace")
 
 
 def _tree(procs: Sequence[psutil.Process]) -> list[dict[str, Any]]:
@@ -195,6 +213,43 @@ def _sockets(procs: Sequence[psutil.Process], errors: list[str]) -> list[dict[st
     return rows
 
 
+def gather(
+    procs: Sequence[psutil.Process],
+    *,
+    reason: str,
+    name: str,
+    timeout: float | None = None,
+    output_tail: str = "",
+    output_label: str = "stderr",
+) -> Forensics:
+    """Tree, sockets and every thread stack of ``procs``; synchronous, each py-spy call bounded by ``timeout``."""
+    per_call = scaled(PY_SPY_TIMEOUT_S) if timeout is None else timeout
+    f = Forensics(reason=reason, t_ns=now_ns(), name=name, pids=[p.pid for p in procs],
+                  output_tail=output_tail, output_label=output_label)
+    f.tree = _tree(procs)
+    f.sockets = _sockets(procs, f.errors)
+    exe = find_py_spy()
+    if exe is None:
+        f.stacks_error = "py-spy not found next to the interpreter or on PATH: no thread stacks"
+        f.errors.append(f.stacks_error)
+        return f
+    missing: list[str] = []
+    # One at a time: py-spy pauses the process it reads, and the machine is small.
+    for p in procs:
+        try:
+            f.dumps[p.pid] = py_spy_dump(exe, p.pid, per_call)
+            f.threads += parse_py_spy(p.pid, f.dumps[p.pid])
+        except TimeoutError as exc:
+            f.dumps[p.pid] = f"({exc})"
+            missing.append(f"py-spy timed out on pid {p.pid}")
+        except (OSError, RuntimeError) as exc:
+            f.dumps[p.pid] = f"(no stack: {exc})"
+            missing.append(f"pid {p.pid}: {exc}")
+    f.errors += missing
+    f.stacks_error = "; ".join(missing) or None
+    return f
+
+
 async def _probe_tasks(address: str, errors: list[str]) -> dict[str, Any] | None:
     try:
         from harness.probes.sampling import PythonProbe
@@ -228,32 +283,11 @@ async def collect_forensics(
     name: str = "target",
     timeout: float | None = None,
 ) -> Forensics:
-    """Gather everything about ``procs`` (each step bounded) and save it to ``path``."""
+    """:func:`gather` off the event loop, plus the probe's asyncio tasks; saved to ``path``, noted in ``history``."""
     started = time.monotonic()
-    per_call = scaled(10.0) if timeout is None else timeout
-    f = Forensics(reason=reason, t_ns=now_ns(), name=name, pids=[p.pid for p in procs], stderr_tail=stderr_tail)
-    f.tree = _tree(procs)
-    f.sockets = _sockets(procs, f.errors)
-
-    exe = find_py_spy()
-    if exe is None:
-        f.errors.append("py-spy not found next to the interpreter or on PATH: no thread stacks")
-    else:
-        # One at a time: py-spy pauses the process it reads, and the machine is small.
-        for p in procs:
-            try:
-                f.stacks[p.pid] = await _py_spy(exe, p.pid, per_call)
-                f.threads += parse_py_spy(p.pid, f.stacks[p.pid])
-            except asyncio.TimeoutError:
-                f.stacks[p.pid] = f"(py-spy gave no answer within {per_call:.1f}s)"
-                f.errors.append(f"py-spy timed out on pid {p.pid}")
-            except (OSError, RuntimeError) as exc:
-                f.stacks[p.pid] = f"(no stack: {exc})"
-                f.errors.append(f"pid {p.pid}: {exc}")
-
+    f = await asyncio.to_thread(gather, procs, reason=reason, name=name, timeout=timeout, output_tail=stderr_tail)
     if probe_address:
         f.tasks = await _probe_tasks(probe_address, f.errors)
-
     if path is not None:
         try:
             await asyncio.to_thread(_write, path, f.text())

@@ -15,27 +15,32 @@ Design notes (why it is built this way):
   that start a session of their own.
 * **A real Ctrl+C.** With ``pty=True`` the target's stdin and controlling
   terminal is a pty; :meth:`Supervisor.ctrl_c` writes the terminal's VINTR
-  character to the master, and the line discipline signals the whole
-  foreground process group, as a person's Ctrl+C does. stdout and stderr stay
-  separate pipes so they can be judged separately.
-* **The harness may die.** Live supervisors are registered; ``atexit`` and a
-  SIGTERM/SIGHUP handler stop them all; each target also gets a guard process
+  character to the master (:mod:`harness.process.pty`), and the line
+  discipline signals the whole foreground process group, as a person's Ctrl+C
+  does. stdout and stderr stay separate pipes so they can be judged separately.
+* **The harness may die.** Live supervisors are registered
+  (:mod:`harness.process.registry`); ``atexit`` and a SIGTERM/SIGHUP handler
+  stop them all; each target also gets a guard process
   (:mod:`harness.process.guard`) that kills its tree on EOF of a pipe from the
   harness, so even SIGKILL of the harness leaves nothing behind.
+* **One owner of the environment.** The target's environment, the tree marker
+  and the injected Python probe's variables are built here, in
+  :meth:`Supervisor.start`, and nowhere else.
 
-The fork, the pty's leader shim, the guard and the readiness probes are in
-:mod:`harness.process.launch`; reading and matching the output is :mod:`harness.process.capture`.
+The fork, the pty's leader shim, the guard and the port probes are in
+:mod:`harness.process.launch`; reading and matching the output is
+:mod:`harness.process.capture`; waiting until ready is
+:mod:`harness.process.readiness`; how an exit is classified is
+:mod:`harness.process.exit`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import os
 import signal
 import subprocess
-import termios
 import threading
 import uuid
 from collections.abc import Mapping
@@ -48,31 +53,29 @@ import psutil
 
 from harness.core import proctree
 from harness.core.history import History
-from harness.core.timing import Deadline, now_ns, scaled
+from harness.core.timing import now_ns, scaled
+from harness.process import registry
 from harness.process.capture import Flag, OutputCapture
-from harness.process.launch import (
-    free_port,
-    port_free,
-    probe_http,
-    probe_port,
-    release_guard,
-    spawn,
-    start_guard,
-)
-from harness.target.spec import Target, check_loopback
+from harness.process.exit import ExitReport, SentSignal, exit_report
+from harness.process.launch import free_port, port_free, release_guard, spawn, start_guard
+from harness.process.pty import send_intr
+from harness.process.readiness import await_ready, has_port_placeholder, port_problem
+from harness.process.registry import stop_all
+from harness.target.spec import Target
 
 if TYPE_CHECKING:  # forensics is imported only when a hang needs it
     from harness.probes.forensics import Forensics
 
 __all__ = [
     "CleanupReport",
-    "ExitReport",
+    "ExitReport",  # defined in harness.process.exit; importable from here too
     "OutputWaitError",
     "Supervisor",
     "SupervisorError",
     "TargetStartError",
     "stop_all",
 ]
+
 
 class TargetStartError(RuntimeError):
     """The target died or never became ready; the message ends with its output tails."""
@@ -84,25 +87,6 @@ class SupervisorError(RuntimeError):
 
 class OutputWaitError(TimeoutError):
     """An expected output line did not appear within the bound, or the stream ended first."""
-
-
-@dataclass
-class ExitReport:
-    """How the target ended. ``returncode`` follows subprocess: negative for a signal."""
-
-    signal: str | None  # the first signal sent ("SIGINT" for a Ctrl+C), None if none was sent
-    sent_ns: int | None
-    exited_ns: int
-    exit_ms: float | None  # exited_ns - sent_ns
-    returncode: int
-    signal_killed: int | None
-    classification: str  # clean, forced, watchdog, hung, crashed
-    noise: list[str]
-    stdout_tail: str
-    stderr_tail: str
-    pid: int = 0
-    #: Every signal sent, in order: (name, how: "pty" or "kill", monotonic ns).
-    signals: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -118,50 +102,6 @@ class CleanupReport:
     #: Processes that even SIGKILL did not end.
     unkillable: list[dict[str, Any]] = field(default_factory=list)
 
-
-# -- the registry of live targets ----------------------------------------------
-_LIVE: dict[int, Supervisor] = {}
-_LIVE_LOCK = threading.RLock()
-_PREV_HANDLERS: dict[int, Any] = {}
-
-
-def stop_all(term_timeout: float | None = None) -> list[CleanupReport]:
-    """Stop every target this process started and has not stopped; synchronous, bounded."""
-    with _LIVE_LOCK:
-        sups = list(_LIVE.values())
-    reports = []
-    for sup in sups:
-        with contextlib.suppress(Exception):  # one failure must not spare the others
-            reports.append(sup._stop_sync(term_timeout))
-    return reports
-
-
-def _on_fatal_signal(signum: int, frame: Any) -> None:
-    # SIGTERM/SIGHUP would end the harness without atexit: stop the targets
-    # first, then let the previous disposition act.
-    stop_all(term_timeout=scaled(0.5))
-    prev = _PREV_HANDLERS.get(signum, signal.SIG_DFL)
-    if callable(prev):
-        prev(signum, frame)
-        return
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def _install_handlers() -> None:
-    """Once, from the main thread, only where nobody installed a handler already."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if sig in _PREV_HANDLERS:
-            continue
-        current = signal.getsignal(sig)
-        if current in (signal.SIG_DFL, None):
-            _PREV_HANDLERS[sig] = current
-            signal.signal(sig, _on_fatal_signal)
-
-
-atexit.register(stop_all)
 
 # -- the supervisor ------------------------------------------------------------
 class Supervisor:
@@ -199,7 +139,7 @@ class Supervisor:
         #: stdout, stderr and the pty: lines, EOF flags, waiters, log files (harness.process.capture).
         self._out = OutputCapture(name, target.noise_patterns)
         self._exited = Flag()
-        self._signals: list[tuple[str, str, int]] = []
+        self._signals: list[SentSignal] = []
         self._killed_by_harness = False
         self._popen: subprocess.Popen[bytes] | None = None
         self._proc: psutil.Process | None = None
@@ -237,14 +177,11 @@ class Supervisor:
             raise SupervisorError(f"{self.name}: start() called twice")
         self._started = True
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        readiness = self.target.readiness
-        needs_port_arg = any("{port}" in a for a in self.target.argv)
-        if not self.port and needs_port_arg:
+        if not self.port and has_port_placeholder(self.target.argv):
             self.port = free_port(self.host)
-        if not self.port and readiness.kind == "port":
-            raise TargetStartError(
-                f"{self.name}: readiness 'port' needs a port: give target.port or a {{port}} in argv"
-            )
+        problem = port_problem(self.target.readiness, self.port)
+        if problem is not None:
+            raise TargetStartError(f"{self.name}: {problem}")
         self.argv = self.target.render_argv(self.port)
         self.env = self._build_env()
 
@@ -257,7 +194,7 @@ class Supervisor:
             await asyncio.wrap_future(spawned, loop=loop)
         except OSError as exc:
             raise TargetStartError(f"{self.name}: cannot start {self.argv!r}: {exc}") from exc
-        _install_handlers()
+        registry.install_handlers()
         # A watcher that kills the tree if this process dies without stopping it.
         self._guard, self._guard_pipe = start_guard(
             self.log_dir / f"{self.name}.guard.log", pid=self.pid, sid=self._sid, marker=self._token
@@ -282,18 +219,27 @@ class Supervisor:
             )
 
     def _build_env(self) -> dict[str, str]:
+        """This process's environment, the target's, ``extra_env``; the probe's variables; the marker."""
         env = dict(os.environ)
         env.update(self.target.env)
         env.update(self.extra_env)
-        if self.target.python_probe and "WSCHAOS_PROBE_SOCKET" not in env:
+        if self.target.python_probe:
             try:
-                from harness.probes.sampling import python_probe_env
+                from harness.probes.sampling import PROBE_ENV_VAR, python_probe_env
             except ImportError as exc:
                 raise TargetStartError(f"{self.name}: python_probe requested but unavailable: {exc}") from exc
-            env.update(python_probe_env(self.log_dir, env))
+            if PROBE_ENV_VAR not in env:  # a caller that placed the probe's socket itself keeps it
+                env.update(python_probe_env(self.log_dir, env))
         env["PYTHONUNBUFFERED"] = "1"
         env[proctree.MARKER_ENV] = self._token
         return env
+
+    @property
+    def probe_address(self) -> str | None:
+        """Where the injected Python probe of this target listens; None without one."""
+        from harness.probes.sampling import probe_address_from_env
+
+        return probe_address_from_env(self.env)
 
     def _run_child(self, spawned: Future[None]) -> None:
         """The dedicated thread: fork the target, wait for it, stamp its exit."""
@@ -316,8 +262,7 @@ class Supervisor:
             self._out.start_reader("tty", self._master, self.tty_path)
         else:
             self._eof["tty"].set()
-        with _LIVE_LOCK:
-            _LIVE[id(self)] = self
+        registry.register(self)
         spawned.set_result(None)
         rc, exited_ns = child.wait_exit()
         self.exited_ns = exited_ns
@@ -351,63 +296,27 @@ class Supervisor:
         """Lines of stdout and stderr matching the target's noise patterns."""
         return self._out.noise()
 
-    # -- readiness -------------------------------------------------------------
+    # -- readiness (harness.process.readiness) -------------------------------------
     async def _await_ready(self, bound: float) -> str | None:
         """None when ready; otherwise what went wrong, for the error message."""
-        deadline = Deadline.after(bound)
-        r = self.target.readiness
-        if r.kind == "line":
-            what = f"a stdout line matching /{r.pattern}/"
-            match_task = asyncio.ensure_future(self._out.wait_match(r.pattern, bound, "stdout"))
-            exit_task = asyncio.ensure_future(self._exited.wait(bound))
-            try:
-                await asyncio.wait({match_task, exit_task}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for t in (match_task, exit_task):
-                    t.cancel()
-            m = match_task.result() if match_task.done() and not match_task.cancelled() else None
-            stdout_closed = self._eof["stdout"].is_set()
-            if m is None and stdout_closed and not self._exited.is_set():
-                # stdout ended without the line: the process is most likely on its
-                # way out, and its exit code is the better explanation.
-                await self._exited.wait(deadline.remaining())
-            if self._exited.is_set():
-                return f"exited with code {self.returncode} before it was ready (waiting for {what})"
-            if m is None:
-                if stdout_closed:
-                    return f"closed its stdout without {what}"
-                return f"not ready within {bound:.1f}s: no {what}"
-            groups = m.groupdict()
-            if groups.get("port") and not self.target.port and not any("{port}" in a for a in self.target.argv):
-                self.port = int(groups["port"])
-            host = (groups.get("host") or "").strip("[]")
-            if host:
-                with contextlib.suppress(Exception):
-                    check_loopback(host)
-                    self.host = host
-            if not self.port and "(?P<port>" in self.target.readiness.pattern:
-                # A pattern that promises a port must deliver one; a peer process or a
-                # client (no port group, no {port}) is ready without listening anywhere.
-                return f"ready line {m.string!r} named no port and the target has none"
-            return None
-        url = (r.url or "").replace("{port}", str(self.port)).replace("{host}", self.host)
-        what = f"port {self.host}:{self.port} to accept" if r.kind == "port" else f"GET {url} to answer 2xx"
-        if r.kind == "http":
-            check_loopback(url, where=f"{self.name} readiness url", allow_remote=self.target.allow_remote)
-        while not deadline.expired():
-            if self._exited.is_set():
-                return f"exited with code {self.returncode} before it was ready (waiting for {what})"
-            attempt = min(scaled(1.0), deadline.remaining())
-            ok = await (probe_port(self.host, self.port, attempt) if r.kind == "port" else probe_http(url, self.host, attempt))
-            if ok:
-                return None
-            # A bounded poll of the condition; ends early if the process exits.
-            await self._exited.wait(min(0.05, deadline.remaining()))
-        return f"not ready within {bound:.1f}s: waited for {what}"
+        ready = await await_ready(
+            self.target.readiness,
+            out=self._out,
+            exited=self._exited,
+            returncode=lambda: self.returncode,
+            host=self.host,
+            port=self.port,
+            port_given=bool(self.target.port) or has_port_placeholder(self.target.argv),
+            bound=bound,
+            where=self.name,
+            allow_remote=self.target.allow_remote,
+        )
+        self.host, self.port = ready.host, ready.port
+        return ready.problem
 
     # -- signals ---------------------------------------------------------------
     def _record_signal(self, name: str, how: str, t_ns: int) -> None:
-        self._signals.append((name, how, t_ns))
+        self._signals.append(SentSignal(name, how, t_ns))
         if self.history is not None:
             self.history.observe("supervisor", "signal", t_ns=t_ns, signal=name, via=how, pid=self.pid, name=self.name)
 
@@ -423,10 +332,7 @@ class Supervisor:
         self._check_signalable()
         if self._master is None:
             raise SupervisorError(f"{self.name}: ctrl_c() needs Supervisor(..., pty=True)")
-        vintr = termios.tcgetattr(self._master)[6][termios.VINTR]
-        char = vintr if isinstance(vintr, bytes) else bytes([vintr])
-        t = now_ns()
-        os.write(self._master, char)
+        t = send_intr(self._master)
         self._record_signal("SIGINT", "pty", t)
         return t
 
@@ -451,42 +357,20 @@ class Supervisor:
 
     @property
     def exit_report(self) -> ExitReport | None:
-        """The report once the target has exited, else None."""
+        """The report once the target has exited, else None (classified by harness.process.exit)."""
         if not self._exited.is_set() or self.returncode is None or self.exited_ns is None:
             return None
-        rc = self.returncode
-        first = self._signals[0] if self._signals else None
-        return ExitReport(
-            signal=first[0] if first else None,
-            sent_ns=first[2] if first else None,
+        return exit_report(
+            pid=self.pid,
+            returncode=self.returncode,
             exited_ns=self.exited_ns,
-            exit_ms=(self.exited_ns - first[2]) / 1e6 if first else None,
-            returncode=rc,
-            signal_killed=-rc if rc < 0 else None,
-            classification=self._classify(rc),
+            signals=self._signals,
+            killed_by_harness=self._killed_by_harness,
+            limits=self.target.limits,
             noise=self.noise(),
             stdout_tail=self._out.tail("stdout"),
             stderr_tail=self._out.tail("stderr"),
-            pid=self.pid,
-            signals=list(self._signals),
         )
-
-    def _classify(self, rc: int) -> str:
-        lim = self.target.limits
-        if self._killed_by_harness:
-            return "hung"
-        if rc < 0:
-            return "crashed"
-        if rc in lim.exit_codes:
-            return "clean"
-        if rc in lim.forced_exit_codes and len(self._signals) >= 2:
-            return "forced"
-        if rc in lim.watchdog_exit_codes and self._signals and self.exited_ns is not None:
-            # A watchdog fires at the hard limit; the same code any earlier is a plain failure.
-            after_s = (self.exited_ns - self._signals[0][2]) / 1e9
-            if after_s >= lim.hard_limit_s * 0.9:
-                return "watchdog"
-        return "crashed"
 
     # -- forensics -------------------------------------------------------------
     async def forensics(self, reason: str) -> Forensics:
@@ -498,7 +382,7 @@ class Supervisor:
             procs,
             reason=reason,
             path=self.log_dir / f"{self.name}.forensics.txt",
-            probe_address=self.env.get("WSCHAOS_PROBE_SOCKET"),
+            probe_address=self.probe_address,
             stderr_tail=self._out.tail("stderr", 20),
             history=self.history,
             name=self.name,
@@ -535,9 +419,10 @@ class Supervisor:
     async def stop(self, term_timeout: float | None = None) -> CleanupReport:
         """Stop the whole tree leaves-first (idempotent, bounded) and report what was left."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, self._stop_sync, term_timeout)
+        return await loop.run_in_executor(None, self.stop_sync, term_timeout)
 
-    def _stop_sync(self, term_timeout: float | None = None) -> CleanupReport:
+    def stop_sync(self, term_timeout: float | None = None) -> CleanupReport:
+        """:meth:`stop` for a caller without an event loop (the registry at exit)."""
         term = scaled(1.0) if term_timeout is None else term_timeout
         kill = scaled(2.0)
         if not self._stop_lock.acquire(timeout=2 * (term + kill) + scaled(5)):
@@ -602,6 +487,5 @@ class Supervisor:
                 )
             return self._cleanup
         finally:
-            with _LIVE_LOCK:
-                _LIVE.pop(id(self), None)
+            registry.unregister(self)
             self._stop_lock.release()

@@ -33,36 +33,30 @@ import select
 import termios
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pexpect
 import psutil
-from ptyprocess import ptyprocess as _ptyprocess
 
-from harness.core.proctree import collect_tree, stop_procs
+from harness.core.proctree import ProcInfo, collect_tree, stop_procs
 from harness.core.timing import Deadline, now_ns, scaled
-from harness.probes.terminal_forensics import (
-    Cleanup,
-    Forensics,
-    process_tree,
-    py_spy_dump,
-    py_spy_path,
-)
+from harness.process.pty import send_intr
 from harness.target.spec import DEFAULT_NOISE
+
+if TYPE_CHECKING:  # forensics is imported only when a hang needs it
+    from harness.probes.forensics import Forensics
 
 __all__ = [
     "Cleanup",
     "ClientExit",
     "ClientGone",
     "ExpectTimeout",
-    "Forensics",
     "InteractiveSession",
     "TerminalError",
     "TerminalState",
     "drive_menu",
-    "py_spy_path",
 ]
 
 _TAIL = 2000
@@ -125,6 +119,14 @@ class TerminalState:
     def usable(self) -> bool:
         """A person can type at it again: echo and line editing are on."""
         return bool(self.echo and self.icanon)
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """What :meth:`InteractiveSession.close` had to stop, and what would not die."""
+
+    stopped: list[ProcInfo] = field(default_factory=list)
+    survivors: list[ProcInfo] = field(default_factory=list)
 
 
 class InteractiveSession:
@@ -228,16 +230,9 @@ class InteractiveSession:
 
     def ctrl_c(self) -> int:
         """Type the pty's interrupt character (SIGINT to its foreground group); monotonic ns."""
-        child = self._spawned()
-        intr = self._intr_char()
-        sent = self._mark()
-        if intr == _ptyprocess._INTR:
-            child.sendintr()
-        else:
-            # pexpect takes the character from the harness's own terminal; the
-            # client's pty may differ, and the client's is the one that counts.
-            os.write(child.child_fd, intr)
-        return sent
+        # Not pexpect's sendintr: it takes the character from the harness's own
+        # terminal; the client's pty may differ, and the client's is the one that counts.
+        return send_intr(self._spawned().child_fd, stamp=self._mark)
 
     def double_ctrl_c(self, delay: float = 0.2) -> int:
         """Two Ctrl+C ``delay`` s apart (output still read between); ns of the first."""
@@ -249,13 +244,6 @@ class InteractiveSession:
         self.ctrl_c()
         self._mark_ns, self._mark_offset = first, offset  # exit time counts from the first press
         return first
-
-    def _intr_char(self) -> bytes:
-        try:
-            cc = termios.tcgetattr(self._spawned().child_fd)[6][termios.VINTR]
-            return cc if isinstance(cc, bytes) else bytes([cc])
-        except termios.error:
-            return b"\x03"
 
     def _mark(self) -> int:
         self._mark_ns = now_ns()
@@ -314,13 +302,18 @@ class InteractiveSession:
                              isig=bool(lflag & termios.ISIG))
 
     def forensics(self, reason: str = "did not exit", timeout: float | None = None) -> Forensics:
-        """Thread stacks (py-spy) and process tree of a hung client; call before :meth:`close`."""
+        """Thread stacks (py-spy), process tree and sockets of a hung client; call before :meth:`close`.
+
+        ``timeout`` bounds each ``py-spy dump`` (default ``scaled(15)``).
+        """
+        from harness.probes.forensics import gather
+
         pid = self.pid
-        stacks, error = py_spy_dump(pid, timeout)
-        tree = process_tree(pid)
+        procs = collect_tree(pid, sid=pid)  # the client leads its own session
+        found = gather(procs, reason=reason, name=self.name, timeout=scaled(15) if timeout is None else timeout)
         self._pump(0)  # whatever it printed while we looked
-        return Forensics(pid=pid, reason=reason, stacks=stacks, stacks_error=error, tree=tree,
-                         transcript_tail=self.tail())
+        found.output_tail, found.output_label = self.tail(), "transcript"
+        return found
 
     def close(self, term_timeout: float | None = None, kill_timeout: float | None = None) -> Cleanup:
         """Stop the client's whole tree (SIGTERM leaves-first, wait, SIGKILL); idempotent.

@@ -21,7 +21,7 @@ CASES = {
 }
 
 
-@scenario("interactive.exit", cases=CASES, requires={"pty"}, timeout_s=30)
+@scenario("interactive.exit", cases=CASES, requires={"pty", "interactive"}, timeout_s=30)
 async def exit_(ctx: Context, how: str, choice: str, streaming: bool) -> None:
     """1. Start the target and the interactive client on a real pty; wait until it is connected.
     2. Optionally start a streamed reply (menu 1) and wait for its first output.

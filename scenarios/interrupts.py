@@ -15,7 +15,7 @@ from harness import checkers
 from harness.client.connection import ClientError
 from harness.core.timing import scaled
 from harness.engine.actions import open_streams
-from harness.engine.scenario import Context, scenario
+from harness.engine.scenario import Context, NotApplicable, scenario
 
 #: Streams that run long enough to be interrupted, fast enough to be "full speed".
 FAST = {"chunks": 100000, "chunk_delay_ms": 5}
@@ -24,6 +24,17 @@ FAST = {"chunks": 100000, "chunk_delay_ms": 5}
 STORM = {"chunks": 100000, "chunk_delay_ms": 10}
 #: Short replies that end by themselves, used as the observation window after an ACK.
 SHORT = {"chunks": 40, "chunk_delay_ms": 10}
+
+
+def _streams_per_session(ctx: Context) -> int:
+    """Three concurrent replies per session where the target runs them side by side.
+
+    One, where a new request replaces the active one (declared) or the target
+    runs one at a time; always one slot left for the observation window's reply.
+    """
+    if ctx.target.conventions.replaces_active:
+        return 1
+    return max(1, min(3, ctx.limits.max_concurrent_requests - 1))
 
 
 def _ack_checks(ctx: Context) -> None:
@@ -78,7 +89,7 @@ async def basic(ctx: Context, mode: str) -> None:
     final frame before it, no frame after it, untouched requests untouched."""
     sup = await ctx.start_target()
     a, b = await ctx.clients(sup, 2)
-    rids = [await a.request("stream", **FAST) for _ in range(3)]
+    rids = [await a.request("stream", **FAST) for _ in range(_streams_per_session(ctx))]
     foreign = await b.request("foreign", **SHORT)
     for r in rids:
         await a.wait_frame(lambda f, r=r: f.request_id == r and f.kind == "chunk", scaled(5))
@@ -128,7 +139,7 @@ async def storm(ctx: Context, sessions: int, per_session: int) -> None:
     clients = await ctx.clients(sup, sessions)
     streams: dict[str, list[str]] = {}
     for c in clients:
-        streams[c.name] = [await c.request("stream", **STORM) for _ in range(3)]
+        streams[c.name] = [await c.request("stream", **STORM) for _ in range(_streams_per_session(ctx))]
     # Every session streams before the storm; a server that cannot run several
     # requests at once shows it in the ACKs below, not by stalling the setup.
     await asyncio.gather(*(
@@ -154,7 +165,7 @@ async def storm(ctx: Context, sessions: int, per_session: int) -> None:
     await _quiesced(ctx, sup)
 
 
-@scenario("interrupts.upstream", timeout_s=30)
+@scenario("interrupts.upstream", requires={"agent:upstream"}, timeout_s=30)
 async def upstream(ctx: Context) -> None:
     """1. Start a fake OpenAI-compatible upstream and the target pointed at it.
     2. Stream a reply through the "upstream" agent; interrupt it after the first chunk.
@@ -163,6 +174,10 @@ async def upstream(ctx: Context) -> None:
     up = await ctx.fake_upstream(tokens=100000, token_delay_ms=5)
     sup = await ctx.start_target(env={"OPENAI_BASE_URL": up.base_url})
     ((c, rid),) = await open_streams(ctx, sup, 1, options={"agent": "upstream"})
+    if not up.streams:
+        # Streaming without calling the upstream: nothing here could have failed.
+        raise NotApplicable("the target streamed an upstream reply without calling the upstream "
+                            "(it has no upstream agent, or reads another variable than OPENAI_BASE_URL)")
     res = await c.interrupt(rid, timeout=scaled(2))
     record = await up.wait_stream_closed(0, scaled(2))
     closed_ns = record.closed_ns if record is not None else None
@@ -174,7 +189,7 @@ async def upstream(ctx: Context) -> None:
     await _quiesced(ctx, sup)
 
 
-@scenario("interrupts.blocking", timeout_s=30)
+@scenario("interrupts.blocking", requires={"agent:blocking"}, timeout_s=30)
 async def blocking(ctx: Context) -> None:
     """1. Send a request to the "blocking" agent, which blocks its thread for 1.5 s
     uninterruptibly, then interrupt it.
@@ -186,7 +201,11 @@ async def blocking(ctx: Context) -> None:
     c = await ctx.client(sup)
     rid = await c.request("block", agent="blocking", block_ms=block_ms)
     await ctx.probes.wait_stats(sup, lambda s: s.get("agent_threads", 0) >= 1, scaled(2))
-    await c.interrupt(rid, timeout=scaled(2))
+    res = await c.interrupt(rid, timeout=scaled(2))
+    if any(f.request_id == rid and f.kind == "chunk" and f.t_ns < res.sent_ns for f in c.frames):
+        # A chunk before the block could have ended: the agent did not block, so the
+        # checks below would pass whatever the target does with a stuck thread.
+        raise NotApplicable(f"the blocking agent did not block: a chunk of {rid} arrived within {block_ms} ms")
     # The next blocking request needs a worker of its own at once: a pool that the stuck
     # thread still occupies would make it wait out the block.
     nxt = await c.request("next", agent="blocking", block_ms=0, **SHORT)

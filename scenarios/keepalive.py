@@ -13,7 +13,7 @@ RELEASED = ("connections", "sessions", "active_requests", "per_session_state")
 
 @scenario("keepalive.silent_peer",
           cases={"stopped_reader": {"how": "stop_reading"}, "frozen_process": {"how": "sigstop"}},
-          timeout_s=30)
+          requires={"stats"}, timeout_s=30)
 async def silent_peer(ctx: Context, how: str) -> None:
     """1. Start the target with a 1 s heartbeat interval (for the reference server).
     2. Open a session that then goes silent: a client that stops reading (so never

@@ -13,7 +13,8 @@ from harness.engine.scenario import Context, scenario
 EVENT_BYTES = 256 * 1024
 
 
-@scenario("slow_consumer.never_reads", cases={"20_streams": {"others": 20, "events": 400}}, timeout_s=40)
+@scenario("slow_consumer.never_reads", cases={"20_streams": {"others": 20, "events": 400}},
+          requires={"message:subscribe", "message:publish", "message:heartbeat"}, timeout_s=40)
 async def never_reads(ctx: Context, others: int, events: int) -> None:
     """1. Open a session subscribed to a topic, start long replies on it, then stop reading.
     2. Publish large events (256 KiB each) to that topic while 20 other sessions stream

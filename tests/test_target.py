@@ -147,8 +147,69 @@ def test_server_flags_follow_limit_changes_on_the_reference_server():
     assert t.argv[t.argv.index("--heartbeat-interval") + 1] == "1"
     assert t.argv[t.argv.index("--hard-limit") + 1] == "2"
     assert t.limits.heartbeat_interval_s == 1 and t.faults == ("no_keepalive",)
-    foreign = target_from_cmd("srv --port {port}").with_server_flags(heartbeat_interval_s=1)
-    assert foreign.argv == ("srv", "--port", "{port}") and foreign.limits.heartbeat_interval_s == 1
+
+
+def test_a_target_is_never_held_to_a_limit_it_cannot_be_told():
+    """Without a placeholder or protocol_flags the limit keeps its declared value, and argv is untouched."""
+    foreign = target_from_cmd("srv --port {port}").with_server_flags(heartbeat_interval_s=1, grace_s=1)
+    assert foreign.argv == ("srv", "--port", "{port}")
+    assert (foreign.limits.heartbeat_interval_s, foreign.limits.grace_s) == (10, 3)
+    assert not foreign.takes_flag("heartbeat_interval_s")
+
+
+def test_placeholders_tell_a_target_its_limits():
+    """{heartbeat_interval}, {grace}, {hard_limit}, {max_size} are filled from the limits the case set."""
+    t = target_from_cmd("srv --port {port} --ping {heartbeat_interval} --grace={grace} {hard_limit} {max_size}")
+    assert t.takes_flag("heartbeat_interval_s") and t.takes_flag("grace_s") and t.takes_flag("max_size")
+    told = t.with_server_flags(heartbeat_interval_s=1.5, grace_s=2)
+    assert told.limits.heartbeat_interval_s == 1.5 and told.limits.grace_s == 2
+    assert told.render_argv(8080) == ["srv", "--port", "8080", "--ping", "1.5", "--grace=2", "10", "1048576"]
+
+
+def test_protocol_flags_sets_the_flags_on_the_command_line(tmp_path: Path):
+    """protocol_flags = true: the target takes every PROTOCOL.md flag, set on its argv like the reference server's."""
+    f = tmp_path / "t.toml"
+    f.write_text('[target]\ncmd = "srv --port {port}"\nprotocol_flags = true\n')
+    t = load_target(f).with_server_flags(heartbeat_interval_s=1)
+    assert t.argv[-2:] == ("--heartbeat-interval", "1") and t.limits.heartbeat_interval_s == 1
+
+
+def test_conventions_and_capabilities_default_to_the_protocol(tmp_path: Path):
+    """A bare target is held to PROTOCOL.md's conventions; a file may declare its own, validated by key."""
+    bare = target_from_cmd("srv --port {port}")
+    assert bare.conventions.close_codes == (1001,) and bare.conventions.stderr_max_lines is None
+    assert bare.conventions.interrupt_order == "final_then_ack" and bare.readiness.stream == "stdout"
+    assert bare.capabilities.agents == ("async", "upstream", "blocking") and not bare.capabilities.hooks
+    f = tmp_path / "t.toml"
+    f.write_text(
+        '[target]\ncmd = "uvicorn app:app --port {port}"\n'
+        'readiness = { kind = "line", pattern = "Uvicorn running on http://127.0.0.1:(?P<port>\\\\d+)", stream = "stderr" }\n'
+        '[target.conventions]\nclose_codes = [1001, 1012]\ninterrupt_order = "ack_then_final"\n'
+        'replaces_active = true\nafter_ack_grace_ms = 20\nstderr_max_lines = 2\n'
+        '[target.capabilities]\nagents = ["async"]\nhooks = { stuck_drain = ["--stuck"] }\n')
+    t = load_target(f)
+    assert t.conventions.close_codes == (1001, 1012) and t.conventions.interrupt_order == "ack_then_final"
+    assert t.conventions.replaces_active and t.conventions.after_ack_grace_ms == 20
+    assert t.conventions.stderr_max_lines == 2 and t.readiness.stream == "stderr"
+    assert t.capabilities.agents == ("async",) and t.capabilities.hook_args("stuck_drain") == ("--stuck",)
+    assert t.capabilities.hook_args("drain_delay") is None
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[target.conventions]\nclose_codes = [12]\n', "conventions.close_codes must be"),
+    ('[target.conventions]\ninterrupt_order = "sometimes"\n', "conventions.interrupt_order must be one of"),
+    ('[target.conventions]\ncolse_codes = [1001]\n', "conventions: unknown key(s) colse_codes"),
+    ('[target.capabilities]\nagents = ["magic"]\n', "capabilities.agents must be a list drawn from"),
+    ('[target.capabilities]\nhooks = { stuck = ["x"] }\n', "capabilities.hooks: unknown key(s) stuck"),
+    ('readiness = { stream = "stdin" }\n', "readiness.stream must be stdout, stderr or any"),
+])
+def test_a_bad_declaration_names_the_file_and_the_key(tmp_path: Path, body: str, message: str):
+    """Each bad key of a declaration is one clear error naming where it came from."""
+    f = tmp_path / "t.toml"
+    f.write_text('[target]\ncmd = "srv --port {port}"\n' + body)
+    with pytest.raises(TargetError) as err:
+        load_target(f)
+    assert str(f) in str(err.value) and message in str(err.value)
 
 
 def test_a_target_file_cannot_set_fault_switches(tmp_path: Path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import pkgutil
 import random
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from harness.core.history import History
 from harness.core.timing import scaled
 from harness.core.verdict import Verdict, unknown
+from harness.engine.capabilities import unmet
 from harness.nemesis.nemesis import Nemesis
 from harness.probes.observe import Observer
 from harness.target.spec import Limits, Target
@@ -67,7 +69,7 @@ class Case:
     name: str
     fn: ScenarioFn = field(repr=False, compare=False)
     params: Mapping[str, Any] = field(default_factory=dict)
-    #: "reference": needs the reference server's test switches; "pty": a real terminal.
+    #: What the case needs of its target (see :mod:`harness.engine.capabilities`).
     requires: frozenset[str] = frozenset()
     timeout_s: float = 60.0
     #: Parameter overrides per profile, e.g. {"release": {"cycles": 3000}}.
@@ -89,11 +91,15 @@ def scenario(
     name: str,
     *,
     cases: Mapping[str, Mapping[str, Any]] | None = None,
-    requires: Iterable[str] = (),
+    requires: Iterable[str] | Callable[[Mapping[str, Any]], Iterable[str]] = (),
     timeout_s: float = 60.0,
     profiles: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Callable[[ScenarioFn], ScenarioFn]:
-    """Register ``fn`` as a scenario with one case per entry of ``cases``."""
+    """Register ``fn`` as a scenario with one case per entry of ``cases``.
+
+    ``requires`` names what the cases need of the target, or computes it from a
+    case's parameters (``lambda p: {"agent:blocking"} if p["load"] == "blocking" else ()``).
+    """
 
     def register(fn: ScenarioFn) -> ScenarioFn:
         for case_name, params in (cases or {"default": {}}).items():
@@ -102,7 +108,7 @@ def scenario(
                 name=case_name,
                 fn=fn,
                 params=dict(params),
-                requires=frozenset(requires),
+                requires=frozenset(requires(params) if callable(requires) else requires),
                 timeout_s=timeout_s,
                 profiles=dict(profiles or {}),
                 doc=(fn.__doc__ or "").strip(),
@@ -197,6 +203,13 @@ class Context:
     def limits(self) -> Limits:
         return self.target.limits
 
+    @functools.cached_property
+    def messages(self) -> frozenset[str]:
+        """The client messages the target's protocol has (its adapter's)."""
+        from harness.protocol.adapters import load_adapter
+
+        return load_adapter(self.target).messages
+
     # -- verdicts and figures --------------------------------------------------
     def check(self, verdict: Verdict) -> Verdict:
         """Record a verdict; scenarios go on after a failure so one run shows every broken check."""
@@ -215,12 +228,11 @@ class Context:
             with contextlib.suppress(Exception):
                 self._progress(self.case.id, done, total, unit)
 
-    def require(self, capability: str) -> None:
-        """Skip (not pass) when the target lacks a capability, e.g. the reference test switches."""
-        if capability == "reference" and self.target.name != "reference":
-            raise NotApplicable("needs the reference server's test switches")
-        if capability == "stats" and not self.target.stats_path and not self.target.python_probe:
-            raise NotApplicable("needs /stats or the injected Python probe")
+    def require(self, *capabilities: str) -> None:
+        """Skip (not pass) when the target lacks a capability (see :mod:`harness.engine.capabilities`)."""
+        reasons = unmet(capabilities, self.target)
+        if reasons:
+            raise NotApplicable("; ".join(reasons))
 
     async def require_stats(self, sup: Supervisor) -> None:
         """Skip (not pass) unless /stats answers or the injected probe is on.
@@ -346,7 +358,7 @@ class Context:
                 try:
                     forensic = await asyncio.wait_for(sup.forensics(reason), scaled(20))
                     lines += forensic.key_lines()
-                    if getattr(forensic, "path", None):
+                    if forensic.path is not None:
                         self.artifacts[f"{sup.name}.forensics"] = str(forensic.path)
                 except Exception as exc:
                     lines.append(f"forensics of {sup.name} failed: {exc!r}")
@@ -381,6 +393,10 @@ async def run_case(
         replay=replay_command(case, seed, target_args),
     )
     started = time.monotonic()
+    reasons = unmet(case.requires, target)
+    if reasons:
+        outcome.skipped = "; ".join(reasons)
+        return outcome
     try:
         # The case runs as its own task so that its bound is told apart from a timeout
         # raised inside it (a client's wait, which is a TimeoutError too).

@@ -22,6 +22,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from harness.target.declared import (
+    AGENTS,
+    FLAG_PLACEHOLDERS,
+    Capabilities,
+    Conventions,
+    DeclarationError,
+    capabilities_from_mapping,
+    conventions_from_mapping,
+)
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -87,7 +97,8 @@ class Limits:
 class Readiness:
     """How the supervisor knows the target accepts connections.
 
-    ``kind="line"``: a stdout line matches ``pattern`` (its ``port`` group, when
+    ``kind="line"``: a line of ``stream`` (stdout by default; uvicorn prints its
+    startup line on stderr) matches ``pattern`` (its ``port`` group, when
     present, gives the port actually bound); ``"port"``: the TCP port accepts;
     ``"http"``: ``url`` answers 2xx.
     """
@@ -95,6 +106,7 @@ class Readiness:
     kind: Literal["line", "port", "http"] = "line"
     pattern: str = LISTENING_PATTERN
     url: str | None = None
+    stream: Literal["stdout", "stderr", "any"] = "stdout"
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,12 @@ class Target:
     faults: tuple[str, ...] = ()
     #: An interactive client to drive through a pty, with a ``{url}`` placeholder.
     interactive_client: tuple[str, ...] = ()
+    #: Takes every "Running a server" flag of PROTOCOL.md, as the reference server does.
+    protocol_flags: bool = False
+    #: Habits the checks hold it to (each default is the protocol's value).
+    conventions: Conventions = field(default_factory=Conventions)
+    #: Its agents and the test hooks it declares.
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -137,7 +155,21 @@ class Target:
         return f"http://{_netloc(host or self.host, port)}{path}"
 
     def render_argv(self, port: int) -> list[str]:
-        return [a.replace("{port}", str(port)).replace("{host}", self.host) for a in self.argv]
+        """argv with ``{port}``, ``{host}`` and the limit placeholders (``{grace}``, ...) filled in."""
+        values = {"{port}": str(port), "{host}": self.host}
+        for key, (placeholder, _flag) in FLAG_PLACEHOLDERS.items():
+            values[placeholder] = _num(getattr(self.limits, key))
+        out = []
+        for a in self.argv:
+            for placeholder, value in values.items():
+                a = a.replace(placeholder, value)
+            out.append(a)
+        return out
+
+    def takes_flag(self, limit: str) -> bool:
+        """True when the target can be told ``limit`` (e.g. ``heartbeat_interval_s``) on its command line."""
+        placeholder, _flag = FLAG_PLACEHOLDERS[limit]
+        return self.protocol_flags or any(placeholder in a for a in self.argv)
 
     def with_faults(self, *faults: str) -> Target:
         """The same target with reference-server ``--fault`` switches appended."""
@@ -147,25 +179,31 @@ class Target:
         return replace(self, argv=(*self.argv, *extra), faults=(*self.faults, *faults))
 
     def with_server_flags(self, **limit_changes: Any) -> Target:
-        """Change limits and, for the reference server, the matching command-line flags.
+        """Tell the target shorter (or longer) limits, where it can be told them.
 
-        Keepalive and watchdog cases need intervals of a second or two rather than
-        the defaults; a foreign target keeps its argv and only the limits change.
+        A limit changes only when the target takes its flag: a placeholder in
+        its command (filled from the limits at start) or ``protocol_flags``
+        (the flag is set on its command line). A limit the target cannot be told
+        keeps its declared value, so no case holds a service to a bound it never
+        heard of; callers read ``target.limits`` afterwards and work from it.
         """
-        target = self.with_limits(**limit_changes)
-        if self.name != "reference":
-            return target
+        told = {k: v for k, v in limit_changes.items() if self.takes_flag(k)}
+        target = self.with_limits(**told)
+        if not self.protocol_flags:
+            return target  # placeholders are filled from the new limits by render_argv
         argv = list(target.argv)
-        flags = {"grace_s": "--grace", "hard_limit_s": "--hard-limit", "heartbeat_interval_s": "--heartbeat-interval"}
-        for key, value in limit_changes.items():
-            flag = flags.get(key)
-            if flag is None:
+        for key, value in told.items():
+            placeholder, flag = FLAG_PLACEHOLDERS[key]
+            if any(placeholder in a for a in argv):
                 continue
             if flag in argv:
                 argv[argv.index(flag) + 1] = _num(value)
             else:
                 argv += [flag, _num(value)]
         return replace(target, argv=tuple(argv))
+
+    def has_agent(self, agent: str) -> bool:
+        return agent in self.capabilities.agents
 
     def with_args(self, *args: str) -> Target:
         return replace(self, argv=(*self.argv, *args))
@@ -225,6 +263,11 @@ def reference_target(
         env=dict(env or {}),
         limits=limits,
         python_probe=python_probe,
+        protocol_flags=True,
+        # PROTOCOL.md: "nothing is written to stderr but one line saying it is shutting down".
+        conventions=Conventions(stderr_max_lines=1),
+        capabilities=Capabilities(agents=AGENTS, hooks={
+            "stuck_drain": ("--stuck-drain",), "drain_delay": ("--drain-delay-ms", "{ms}")}),
         # Replies long enough (500 chunks x 20 ms) that a Ctrl+C lands while one streams.
         interactive_client=(sys.executable, "-m", "reference_server.client", "--url", "{url}",
                             "--chunks", "500", "--chunk-delay-ms", "20"),
@@ -319,7 +362,7 @@ def target_from_mapping(
             kw[key] = val or None
     if "interactive_client" in table:
         kw["interactive_client"] = tuple(shlex.split(_expect(table, "interactive_client", str, source)))
-    for key in ("python_probe", "allow_remote"):
+    for key in ("python_probe", "allow_remote", "protocol_flags"):
         if key in table:
             kw[key] = _expect(table, key, bool, source)
     kw["allow_remote"] = kw.get("allow_remote", False) or allow_remote
@@ -339,7 +382,22 @@ def target_from_mapping(
             raise TargetError(f"{source}: readiness.kind must be line, port or http, not {kind!r}")
         if kind == "http" and not isinstance(r.get("url"), str):
             raise TargetError(f"{source}: readiness.kind = 'http' needs readiness.url")
-        kw["readiness"] = Readiness(kind=kind, pattern=r.get("pattern", LISTENING_PATTERN), url=r.get("url"))
+        bad_r = sorted(set(r) - {"kind", "pattern", "url", "stream"})
+        if bad_r:
+            raise TargetError(f"{source}: unknown readiness key(s) {', '.join(bad_r)}; known: kind, pattern, stream, url")
+        stream = r.get("stream", "stdout")
+        if stream not in ("stdout", "stderr", "any"):
+            raise TargetError(f"{source}: readiness.stream must be stdout, stderr or any, not {stream!r}")
+        kw["readiness"] = Readiness(kind=kind, pattern=r.get("pattern", LISTENING_PATTERN), url=r.get("url"),
+                                    stream=stream)
+    try:
+        if "conventions" in table:
+            kw["conventions"] = conventions_from_mapping(_expect(table, "conventions", dict, source), source=source)
+        default_agents = AGENTS if kw.get("adapter", "reference") == "reference" else ("async",)
+        kw["capabilities"] = capabilities_from_mapping(
+            _expect(table, "capabilities", dict, source, default={}), source=source, default_agents=default_agents)
+    except DeclarationError as exc:
+        raise TargetError(str(exc)) from None
     if "limits" in table:
         lim = _expect(table, "limits", dict, source)
         bad = sorted(set(lim) - _LIMIT_KEYS)

@@ -14,7 +14,10 @@ from typing import Any
 
 from harness.protocol.frames import Frame
 
-__all__ = ["Adapter", "AdapterError", "HandshakeError", "Recv", "Send", "Unsupported"]
+__all__ = ["OPTIONAL_MESSAGES", "Adapter", "AdapterError", "HandshakeError", "Recv", "Send", "Unsupported"]
+
+#: Client messages a protocol may lack.
+OPTIONAL_MESSAGES = ("heartbeat", "subscribe", "unsubscribe", "publish")
 
 #: Sends one frame (text or bytes) on the connection.
 Send = Callable[[str | bytes], Awaitable[None]]
@@ -81,6 +84,17 @@ class Adapter(ABC):
     def encode_publish(self, topic: str, data: Any, request_id: str,
                        session_id: str | None = None) -> str | bytes:
         raise Unsupported(f"{self.name}: no publish message")
+
+    @property
+    def messages(self) -> frozenset[str]:
+        """The client messages this protocol has: ``request``, ``interrupt`` and the optional ones.
+
+        A case that needs one the target lacks is skipped with the reason, before
+        anything starts. By default: every message whose encoder the adapter defines.
+        """
+        own = type(self)
+        return frozenset({"request", "interrupt"} | {
+            m for m in OPTIONAL_MESSAGES if getattr(own, f"encode_{m}") is not getattr(Adapter, f"encode_{m}")})
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -299,6 +299,11 @@ class DeclarativeAdapter(Adapter):
             payload, raw, t_ns, fields or None,
         )
 
+    @property
+    def messages(self) -> frozenset[str]:
+        """The messages the target file gave a template for."""
+        return frozenset(self.templates)
+
     # -- encoders ------------------------------------------------------------
     def _encode(self, section: str, **values: Any) -> str:
         template = self.templates.get(section)

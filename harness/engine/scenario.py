@@ -261,19 +261,14 @@ class Context:
     ) -> Supervisor:
         from harness.process.supervisor import Supervisor
 
-        tgt = target or self.target
-        extra_env = dict(env or {})
-        if tgt.python_probe:
-            from harness.probes.sampling import python_probe_env
-
-            extra_env.update(python_probe_env(self.run_dir))
+        # The supervisor injects the Python probe where the target asks for it.
         sup = Supervisor(
-            tgt,
+            target or self.target,
             self.run_dir,
             pty=pty,
             history=self.history,
             name=name or f"target{len(self._supervisors) + 1}",
-            extra_env=extra_env,
+            extra_env=dict(env or {}),
         )
         self._supervisors.append(sup)
         await sup.start()

@@ -33,12 +33,14 @@ from typing import IO, Any
 from harness.core.timing import now_ns
 
 __all__ = [
+    "DEFAULT_SIGNALS",
     "Launched",
     "free_port",
     "port_free",
     "probe_http",
     "probe_port",
     "release_guard",
+    "reset_dispositions",
     "spawn",
     "start_guard",
 ]
@@ -50,8 +52,23 @@ except OSError:  # pragma: no cover
 _PR_SET_PDEATHSIG = 1
 
 
+#: Signals a user's shell leaves at their defaults for a program it starts. wschaos may
+#: itself have inherited them ignored (a background job of a non-interactive shell
+#: ignores SIGINT and SIGQUIT) or blocked; an ignored disposition survives exec, so
+#: without this the verdict would depend on how wschaos was started.
+DEFAULT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGPIPE)
+
+
+def reset_dispositions() -> None:
+    """In a child between fork and exec: the default signal dispositions and no blocked signal."""
+    for sig in DEFAULT_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def _child_setup(with_pty: bool, parent_pid: int) -> Callable[[], None]:
     def setup() -> None:  # runs in the child between fork and exec, after setsid
+        reset_dispositions()
         if with_pty:
             # stdin is the pty slave: make it the controlling terminal of the
             # new session, so VINTR on the master signals the foreground group.
@@ -81,8 +98,10 @@ pid = os.fork()
 if pid == 0:
     os.close(go_w)
     os.read(go_r, 1)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTOU, signal.SIGTTIN, signal.SIGTSTP,
+                signal.SIGQUIT, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)
     os.close(status_fd); os.close(control_fd)
     try:

@@ -42,6 +42,7 @@ import psutil
 
 from harness.core.proctree import ProcInfo, collect_tree, stop_procs
 from harness.core.timing import Deadline, now_ns, scaled
+from harness.process.launch import reset_dispositions
 from harness.process.pty import send_intr
 from harness.target.spec import DEFAULT_NOISE
 
@@ -172,6 +173,8 @@ class InteractiveSession:
             self._child = pexpect.spawn(
                 argv[0], list(argv[1:]), env=full_env, cwd=cwd, timeout=timeout,
                 encoding="utf-8", codec_errors="replace", dimensions=self.dimensions,
+                # Signals as a user's shell gives them, whatever wschaos inherited.
+                preexec_fn=reset_dispositions,
                 # pexpect sleeps 50 ms before each send by default (for password
                 # prompts); that would skew every keystroke-to-exit time.
                 # ptyprocess also sleeps after close; the harness reaps itself.

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from harness import checkers
-from harness.checkers._core import checker, jsonable
+from harness.checkers.registry import Registry, jsonable
 from harness.core.history import History, Observation, Operation
 from harness.core.verdict import Verdict, passed
 
@@ -135,12 +135,14 @@ def assert_unknown(v: Verdict, *needles: str) -> Verdict:
 def test_a_crashing_checker_is_unknown_with_the_exception_text():
     """An exception inside a checker becomes unknown naming the exception, never a pass."""
 
-    @checker("test.crashy")
     def crashy(x: Any) -> Verdict:
-        return passed("test.crashy", "fine", value=1 / x)
+        """Fine unless x is 0."""
+        return passed("scratch.crashy", "fine", value=1 / x)
 
+    crashy.__module__, crashy.__qualname__ = "harness.checkers.scratch", "crashy"  # as if defined there
+    crashy = Registry().checker(crashy)
     v = assert_unknown(crashy(0), "ZeroDivisionError", "division by zero")
-    assert v.check == "test.crashy"
+    assert v.check == "scratch.crashy"
     assert_pass(crashy(2))
 
 
@@ -171,7 +173,10 @@ def test_every_checker_has_a_stable_dotted_name():
     assert len(checkers.CHECKS) >= 35
     for name, fn in checkers.CHECKS.items():
         assert fn.__doc__ and fn.__doc__.strip(), name
-        assert fn.__name__ in checkers.__all__
+        area, rule = name.split(".")
+        assert getattr(getattr(checkers, area), rule) is fn, name
+    exported = [getattr(checkers, n) for n in checkers.__all__]
+    assert [fn for fn in exported if hasattr(fn, "check_name") and fn.check_name not in checkers.CHECKS] == []
 
 
 def test_percentile_interpolates_linearly_between_ranks():

@@ -10,6 +10,7 @@ gate takes, so what is proven here is what the gate checks.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import re
 import sys
@@ -159,18 +160,57 @@ def test_every_check_passes_on_the_correct_server(case_id: str, tmp_path: Path) 
 
 
 def test_every_scenario_check_has_a_proof() -> None:
-    """No check a scenario makes goes unproven: each check name appears in a proof above."""
+    """No check a scenario makes goes unproven: each check it calls appears in a proof above."""
     proven = {p.check.split("@")[0] for p in PROOFS}
-    elsewhere: set[str] = set()
-    source = "\n".join(Path(m.__file__).read_text() for m in _scenario_modules())
-    made = set(re.findall(r"checkers\.(\w+)\(", source))
+    made = _checks_scenarios_make()
+    assert len(made) >= 30, f"the scan found too few checks to be reading the scenarios: {sorted(made)}"
+    missing = sorted(made - proven)
+    assert not missing, f"checks with no proof: {missing}"
+
+
+def test_every_proof_names_a_registered_check() -> None:
+    """A proof names a check by its current registered name, so a renamed check cannot leave it behind."""
     from harness import checkers
 
-    names = {getattr(checkers, fn).check_name for fn in made if hasattr(getattr(checkers, fn, None), "check_name")}
-    names |= set(re.findall(r'check="([\w.]+)"', source))
-    names.discard("bounds.within")  # every use passes its own check= name
-    missing = sorted(names - proven - set(elsewhere))
-    assert not missing, f"checks with no proof: {missing}"
+    stale = sorted({p.check for p in PROOFS if p.check.split("@")[0] not in checkers.CHECKS})
+    assert not stale, f"proofs of checks no checker registers: {stale}"
+
+
+def _checks_scenarios_make() -> set[str]:
+    """Every registered check a scenario's source calls, however it reaches the checker.
+
+    Each call is looked up in its module's namespace (``checkers.x``,
+    ``checkers.area.rule``, or a checker imported by name) and identified by the
+    registry; ``within_bound(check=...)`` makes the check it names.
+    """
+    from harness import checkers
+
+    made: set[str] = set()
+    for module in _scenario_modules():
+        tree = ast.parse(Path(module.__file__).read_text(), filename=module.__file__)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            entry = checkers.REGISTRY.entry_for(_lookup(node.func, vars(module)))
+            if entry is None:
+                continue
+            named = [kw.value for kw in node.keywords if kw.arg == "check"]
+            if entry.name == "bounds.within" and named:
+                where = f"{module.__name__}:{node.lineno}"
+                assert isinstance(named[0], ast.Constant), f"{where}: check= must be a literal name"
+                made.add(checkers.resolve(named[0].value).name)
+            else:
+                made.add(entry.name)
+    return made
+
+
+def _lookup(expr: ast.expr, namespace: dict[str, object]) -> object:
+    """The object a dotted name (``a.b.c``) stands for in a module, or None."""
+    if isinstance(expr, ast.Name):
+        return namespace.get(expr.id)
+    if isinstance(expr, ast.Attribute):
+        return getattr(_lookup(expr.value, namespace), expr.attr, None)
+    return None
 
 
 def _scenario_modules() -> list:

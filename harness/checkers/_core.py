@@ -1,33 +1,26 @@
-"""What every checker shares: the crash-to-unknown wrapper and history readers.
+"""What the checkers share: formatting for messages and readers of the history.
 
-A checker must never turn missing data or its own bug into a pass, and a run's
-report must never fail to serialise because a checker put an odd value in its
-figures; :func:`checker` enforces both at one place.
+Registration and the crash-to-unknown wrapper live in :mod:`harness.checkers.registry`;
+the judgement of a value against a bound in :mod:`harness.checkers.bounds`.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from harness.checkers import stats
 from harness.core.history import History, Observation, Operation
-from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = [
     "FrameRec",
     "as_frame_dict",
-    "checker",
     "client_names",
     "closed_obs",
     "fmt_bytes",
     "fmt_ms",
     "fmt_num",
     "frames",
-    "jsonable",
     "request_label",
     "request_ops",
     "signal_ns",
@@ -35,49 +28,9 @@ __all__ = [
     "summarize",
 ]
 
-F = TypeVar("F", bound=Callable[..., Verdict])
-
 #: How many offending items a message lists before "and N more": enough to
 #: diagnose, few enough that a console line stays readable.
 SHOW = 5
-
-
-def checker(name: str, *, needs_history: bool = False) -> Callable[[F], F]:
-    """Give a checker its stable name; exceptions become ``unknown`` with their text."""
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def run(*args: Any, **kwargs: Any) -> Verdict:
-            if needs_history:
-                hist = args[0] if args else kwargs.get("history")
-                if not isinstance(hist, History):
-                    return unknown(name, f"no history to judge (got {type(hist).__name__})")
-            try:
-                v = fn(*args, **kwargs)
-            except Exception as exc:  # a checker's bug must not read as a verdict
-                return unknown(name, f"checker crashed: {type(exc).__name__}: {exc}",
-                               error=f"{type(exc).__name__}: {exc}")
-            return Verdict(v.check, v.status, v.message, jsonable(v.figures))
-
-        run.check_name = name  # type: ignore[attr-defined]
-        return run  # type: ignore[return-value]
-
-    return wrap
-
-
-def jsonable(value: Any) -> Any:
-    """Figures as plain JSON: tuples/sets to lists, NaN/inf to None, keys to str."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted((jsonable(v) for v in value), key=repr)
-    if isinstance(value, float):
-        return round(value, 3) if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
 
 
 # -- formatting ----------------------------------------------------------------
@@ -201,22 +154,3 @@ def stack_lines(stacks: Any) -> list[str]:
         return stack_lines("\n".join(text.values()) if isinstance(text, dict) else text)
     return [str(stacks)]
 
-
-def percentile_within(name: str, values: list[float], figs: dict[str, Any], *, bound_ms: float, p: float,
-                      missing: int, missing_text: str, noun: str, label: str = "") -> Verdict:
-    """The p-th percentile of ``values`` within ``bound_ms``; ``missing`` answers fail too.
-
-    One judgement for every latency bound (ACKs, replies): the figures and the
-    message name the percentile, the median, the maximum and how many never answered.
-    """
-    pv, p50, mx = stats.percentile(values, p), stats.median(values), max(values)
-    figs.update({f"p{p:g}_ms": pv, "p50_ms": p50, "max_ms": mx})
-    spread = f"over {len(values)} {noun} (p50 {fmt_ms(p50)}, max {fmt_ms(mx)})"
-    problems = []
-    if pv > bound_ms:
-        problems.append(f"{label}p{p:g} {fmt_ms(pv)} > bound {bound_ms:g} ms {spread}")
-    if missing:
-        problems.append(missing_text)
-    if problems:
-        return fail(name, "; ".join(problems), **figs)
-    return passed(name, f"{label}p{p:g} {fmt_ms(pv)} <= bound {bound_ms:g} ms {spread}", **figs)

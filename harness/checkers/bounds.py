@@ -1,113 +1,116 @@
-"""Generic checkers: a time within a bound, a terminal left usable, stats unchanged, errors for all.
+"""A value against a bound: the one judgement of "within a bound" every such check words its own way.
 
-Scenarios import these from here directly (``from harness.checkers.bounds
-import within_bound``) as well as through ``harness.checkers``; the
-signatures and check names are theirs and stay stable.
+:func:`duration_within` judges a duration (ms) against a bound: no bound is
+``unknown``; a duration of None (it never happened within the wait) fails,
+carrying hang stacks where the check collects them; a negative one is
+``unknown`` where the check can tell (its clocks were mixed up, or the event
+came before its cause); over the bound fails; otherwise it passes. Each
+duration check (``shutdown.exit_time``, ``client.exit_time``,
+``keepalive.dropped_within``, ``input.dropped_within``,
+``interrupts.upstream_closed``, ``interrupts.not_delayed``) is a thin
+registered wrapper that supplies its words and figure names.
+
+:func:`percentile_within` does the same for a percentile of many latencies.
+
+``bounds.within`` is the generic check. ``within_bound(..., check=NAME)``
+hands the judgement to the registered duration check NAME and refuses a name
+no checker registered, so a call site cannot invent a check.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from harness.checkers._core import checker, fmt_ms, fmt_num, stack_lines, summarize
+from harness.checkers import stats
+from harness.checkers._core import fmt_ms, stack_lines, summarize
+from harness.checkers.registry import RegistryError, checker, resolve
 from harness.core.verdict import Verdict, fail, passed, unknown
 
-__all__ = ["bounded", "errors_for_all", "process_alive", "stats_unchanged", "terminal_usable", "within_bound"]
+__all__ = ["duration_within", "percentile_within", "within", "within_bound"]
 
 
-def bounded(check: str, value_ms: float | None, bound_ms: float | None, *, what: str, stacks: Any = (),
-            never: str = "did not happen within", key: str = "value_ms") -> Verdict:
-    """The shared judgement of a duration: None is "not within the bound", a failure carrying stacks."""
-    figs: dict[str, Any] = {"what": what, key: value_ms, "bound_ms": bound_ms}
+def duration_within(check: str, value_ms: float | None, bound_ms: float | None, *, what: str,
+                    key: str = "value_ms", context: Mapping[str, Any] | None = None,
+                    took: str = "{what} took {value}",
+                    never: str = "{what}: did not happen within {bound} ms",
+                    no_bound: str = "{what}: no bound given",
+                    early: str | None = None, note: str = "", stacks: Any = None) -> Verdict:
+    """``value_ms`` against ``bound_ms``, as the verdict of ``check``.
+
+    The words are templates filled with ``{what}``, ``{value}`` (the duration,
+    e.g. "812.4 ms"), ``{early}`` (how far it was negative) and ``{bound}``
+    (e.g. "3000"). ``took`` starts the message of a measured duration, which
+    goes on "> bound B ms" or "<= bound B ms" (then ``note``, on a pass only).
+    ``never`` is the failure for None; ``early``, when given, makes a negative
+    duration ``unknown``. Figures: ``context`` (default ``{"what": what}``),
+    the duration under ``key`` and ``bound_ms``; with ``stacks`` (anything but
+    None, even empty) also ``hung`` and, for None, the stack lines.
+    """
+    figs: dict[str, Any] = {**({"what": what} if context is None else context),
+                            key: value_ms, "bound_ms": bound_ms}
+    words = {"what": what, "bound": "?" if bound_ms is None else f"{bound_ms:g}",
+             "value": fmt_ms(value_ms), "early": fmt_ms(None if value_ms is None else -value_ms)}
     if bound_ms is None:
-        return unknown(check, f"{what}: no bound given", **figs)
+        return unknown(check, no_bound.format(**words), **figs)
     if value_ms is None:
+        msg = never.format(**words)
+        if stacks is None:
+            return fail(check, msg, **figs)
         lines = stack_lines(stacks)
         tail = f"; stacks: {summarize(lines, 3)}" if lines else ""
-        return fail(check, f"{what}: {never} {bound_ms:g} ms{tail}", hung=True, stacks=lines[:200], **figs)
-    figs["hung"] = False
+        return fail(check, msg + tail, hung=True, stacks=lines[:200], **figs)
+    if stacks is not None:
+        figs["hung"] = False
+    if early is not None and value_ms < 0:
+        return unknown(check, early.format(**words), **figs)
+    measured = took.format(**words)
     if value_ms > bound_ms:
-        return fail(check, f"{what} took {fmt_ms(value_ms)} > bound {bound_ms:g} ms", **figs)
-    return passed(check, f"{what} took {fmt_ms(value_ms)} <= bound {bound_ms:g} ms", **figs)
+        return fail(check, f"{measured} > bound {words['bound']} ms", **figs)
+    return passed(check, f"{measured} <= bound {words['bound']} ms{note}", **figs)
 
 
-@checker("bounds.within")
-def within_bound(value_ms: float | None, bound_ms: float | None, *, what: str, check: str = "bounds.within",
-                 stacks: Any = ()) -> Verdict:
+def percentile_within(name: str, values: list[float], figs: dict[str, Any], *, bound_ms: float, p: float,
+                      missing: int, missing_text: str, noun: str, label: str = "") -> Verdict:
+    """The p-th percentile of ``values`` within ``bound_ms``; ``missing`` answers fail too.
+
+    One judgement for every latency bound (ACKs, replies): the figures and the
+    message name the percentile, the median, the maximum and how many never answered.
+    """
+    pv, p50, mx = stats.percentile(values, p), stats.median(values), max(values)
+    figs.update({f"p{p:g}_ms": pv, "p50_ms": p50, "max_ms": mx})
+    spread = f"over {len(values)} {noun} (p50 {fmt_ms(p50)}, max {fmt_ms(mx)})"
+    problems = []
+    if pv > bound_ms:
+        problems.append(f"{label}p{p:g} {fmt_ms(pv)} > bound {bound_ms:g} ms {spread}")
+    if missing:
+        problems.append(missing_text)
+    if problems:
+        return fail(name, "; ".join(problems), **figs)
+    return passed(name, f"{label}p{p:g} {fmt_ms(pv)} <= bound {bound_ms:g} ms {spread}", **figs)
+
+
+@checker
+def within(value_ms: float | None, bound_ms: float | None, *, what: str, check: str = "bounds.within",
+           stacks: Any = ()) -> Verdict:
     """``what`` happened within ``bound_ms``; None (it never happened) fails, naming the key stack lines.
 
-    ``check`` names the verdict for the rule it stands for (e.g. ``keepalive.dropped_within``);
+    ``check`` (until call sites call that check itself) names the registered
+    duration check to judge with, e.g. ``keepalive.dropped_within``: its verdict
+    is that check's own. An unregistered name raises :class:`UnknownCheck`.
     ``stacks`` may be lines, a raw dump or a forensics object.
     """
-    return bounded(check, value_ms, bound_ms, what=what, stacks=stacks)
+    name = "bounds.within"
+    target = resolve(check)
+    if target.name != name:
+        try:
+            target.signature.bind(value_ms, bound_ms, what=what, stacks=stacks)
+        except TypeError:
+            raise RegistryError(f"within_bound(check={check!r}): {target.name} is not a duration check "
+                                f"taking (value_ms, bound_ms, *, what, stacks)") from None
+        return target.function(value_ms, bound_ms, what=what, stacks=stacks)
+    return duration_within(name, value_ms, bound_ms, what=what, stacks=stacks)
 
 
-@checker("client.terminal_usable")
-def terminal_usable(state: Any) -> Verdict:
-    """After the client exited, the terminal has echo and canonical line editing on (TerminalState or dict)."""
-    name = "client.terminal_usable"
-    if not state:
-        return unknown(name, "the terminal's state could not be read", state=None)
-    get = state.get if isinstance(state, Mapping) else (lambda k: getattr(state, k, None))
-    figs = {k: get(k) for k in ("echo", "icanon", "isig")}
-    off = [k for k in ("echo", "icanon") if figs[k] is False]
-    missing = [k for k in ("echo", "icanon") if figs[k] is None]
-    if off:
-        return fail(name, f"terminal left with {', '.join(off)} off: typing is invisible or unbuffered", **figs)
-    if missing:
-        why = get("error") or f"no value for {', '.join(missing)}"
-        return unknown(name, f"terminal state unreadable: {why}", **figs)
-    return passed(name, "terminal left with echo and icanon on", **figs)
-
-
-@checker("input.errors_for_all")
-def errors_for_all(errors: int | None, sent: int | None) -> Verdict:
-    """Every malformed frame sent was answered by exactly one ERROR."""
-    name = "input.errors_for_all"
-    if errors is None or not sent:
-        return unknown(name, f"nothing to compare: {errors} ERRORs for {sent} frames sent", errors=errors, sent=sent)
-    if errors != sent:
-        how = f"{sent - errors} unanswered" if errors < sent else f"{errors - sent} extra"
-        return fail(name, f"{errors} ERROR frames for {sent} malformed frames ({how})", errors=errors, sent=sent)
-    return passed(name, f"{errors} ERROR frames for {sent} malformed frames", errors=errors, sent=sent)
-
-
-@checker("process.alive")
-def process_alive(alive: bool | None, *, what: str = "the target") -> Verdict:
-    """The process is still running."""
-    if alive is None:
-        return unknown("process.alive", f"cannot tell whether {what} runs")
-    if alive:
-        return passed("process.alive", f"{what} still runs", alive=True)
-    return fail("process.alive", f"{what} died", alive=False)
-
-
-def _num(x: Any) -> float | None:
-    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-    return float(x) if ok else None
-
-
-@checker("resources.stats_unchanged")
-def stats_unchanged(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, *, keys: Collection[str],
-                    expected_delta: Mapping[str, float] | None = None) -> Verdict:
-    """Each key of /stats moved by exactly its expected delta (0 unless given)."""
-    name = "resources.stats_unchanged"
-    if before is None or after is None:
-        which = "before" if before is None else "after"
-        return unknown(name, f"no /stats sample {which}", before=before, after=after)
-    deltas = dict(expected_delta or {})
-    figs: dict[str, Any] = {k: [before.get(k), after.get(k)] for k in keys}
-    missing = [k for k in keys if _num(before.get(k)) is None or _num(after.get(k)) is None]
-    wrong = []
-    for k in keys:
-        b, a, want = _num(before.get(k)), _num(after.get(k)), deltas.get(k, 0)
-        if b is not None and a is not None and a - b != want:
-            wrong.append(f"{k} {fmt_num(b)} -> {fmt_num(a)} (expected {want:+g})")
-    if wrong:
-        return fail(name, "stats changed: " + "; ".join(wrong), **figs)
-    if missing:
-        return unknown(name, f"/stats has no number for {', '.join(missing)}", **figs)
-    return passed(name, "stats as expected: " + ", ".join(f"{k} {before.get(k)} -> {after.get(k)}" for k in keys),
-                  **figs)
+#: The name scenarios call it by.
+within_bound = within

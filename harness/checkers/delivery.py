@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection
 
-from harness.checkers._core import checker, frames, summarize
+from harness.checkers._core import frames, summarize
+from harness.checkers.registry import checker
 from harness.core.history import History
 from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = ["exactly_once"]
 
 
-@checker("delivery.exactly_once", needs_history=True)
+@checker
 def exactly_once(history: History, topic: str, subscribers: Collection[str],
                  others: Collection[str] = ()) -> Verdict:
     """Each subscriber got one EVENT on ``topic`` per PUBLISH on it; every other client none."""

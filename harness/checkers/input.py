@@ -1,4 +1,4 @@
-"""Checkers for how one connection ends or survives: keepalive, bad input, oversize frames.
+"""Checkers for how one connection ends or survives: silence, bad input, oversize frames.
 
 A close not seen within the scenario's wait fails rather than being
 "unknown": for these checks, the server not closing *is* the finding.
@@ -8,18 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.checkers._core import as_frame_dict, checker, client_names, closed_obs, fmt_ms
+from harness.checkers._core import as_frame_dict, client_names, closed_obs, fmt_ms
+from harness.checkers.bounds import duration_within
+from harness.checkers.registry import checker
 from harness.core.history import History
 from harness.core.verdict import Verdict, fail, passed, unknown
 
-__all__ = ["closed_with", "connection_usable", "dropped_within", "error_code"]
+__all__ = ["closed_with", "connection_usable", "dropped_within", "error_code", "errors_for_all"]
 
 
 def _code(code: int | None) -> str:
     return "1006 (no close frame)" if code is None else str(code)
 
 
-@checker("input.dropped_within", needs_history=True)
+@checker
 def dropped_within(history: History, client: str, since_ns: int | None, bound_ms: float) -> Verdict:
     """The server closed ``client``'s connection within ``bound_ms`` of ``since_ns`` (e.g. it went silent)."""
     name = "input.dropped_within"
@@ -27,23 +29,20 @@ def dropped_within(history: History, client: str, since_ns: int | None, bound_ms
         return unknown(name, f"{client}: no start time given", client=client)
     if client not in client_names(history):
         return unknown(name, f"no record of client {client}", client=client)
+    context: dict[str, Any] = {"client": client}
+    dropped_ms, note = None, ""
     closes = closed_obs(history, client)
-    figs: dict[str, Any] = {"client": client, "bound_ms": bound_ms}
-    if not closes:
-        return fail(name, f"{client} still connected: no close within {bound_ms:g} ms", dropped_after_ms=None,
-                    **figs)
-    c = closes[0]
-    dt = (c.t_ns - since_ns) / 1e6
-    figs.update({"dropped_after_ms": dt, "code": c.data.get("code")})
-    if dt < 0:
-        return unknown(name, f"{client} closed {fmt_ms(-dt)} before the start: not exercised", **figs)
-    if dt > bound_ms:
-        return fail(name, f"{client} dropped after {fmt_ms(dt)} > bound {bound_ms:g} ms", **figs)
-    return passed(name, f"{client} dropped after {fmt_ms(dt)} <= bound {bound_ms:g} ms "
-                        f"(code {_code(c.data.get('code'))})", **figs)
+    if closes:
+        code = closes[0].data.get("code")
+        dropped_ms, note = (closes[0].t_ns - since_ns) / 1e6, f" (code {_code(code)})"
+        context["code"] = code
+    return duration_within(name, dropped_ms, bound_ms, what=client, key="dropped_after_ms", context=context,
+                           took="{what} dropped after {value}", note=note,
+                           never="{what} still connected: no close within {bound} ms",
+                           early="{what} closed {early} before the start: not exercised")
 
 
-@checker("input.closed_with", needs_history=True)
+@checker
 def closed_with(history: History, client: str, code: int) -> Verdict:
     """``client``'s connection was closed with ``code`` (e.g. 1009 for an oversize frame)."""
     name = "input.closed_with"
@@ -60,7 +59,7 @@ def closed_with(history: History, client: str, code: int) -> Verdict:
     return passed(name, f"{client} closed with {code}", **figs)
 
 
-@checker("input.error_code")
+@checker
 def error_code(frame_record: Any, expected_code: str) -> Verdict:
     """The answer was an ERROR frame with ``expected_code``; None (no answer) fails."""
     name = "input.error_code"
@@ -83,7 +82,7 @@ def error_code(frame_record: Any, expected_code: str) -> Verdict:
 _PROOF = ("heartbeat", "request", "subscribe", "publish", "unsubscribe")
 
 
-@checker("input.connection_usable", needs_history=True)
+@checker
 def connection_usable(history: History, client: str, since_ns: int | None = None) -> Verdict:
     """After ``since_ns`` (the bad input), ``client`` stayed open and an operation on it succeeded."""
     name = "input.connection_usable"
@@ -109,3 +108,15 @@ def connection_usable(history: History, client: str, since_ns: int | None = None
                        **figs)
     return passed(name, f"{client} still open; {len(ok)} operations after the bad input succeeded "
                         f"({', '.join(sorted({op.kind for op in ok}))})", **figs)
+
+
+@checker
+def errors_for_all(errors: int | None, sent: int | None) -> Verdict:
+    """Every malformed frame sent was answered by exactly one ERROR."""
+    name = "input.errors_for_all"
+    if errors is None or not sent:
+        return unknown(name, f"nothing to compare: {errors} ERRORs for {sent} frames sent", errors=errors, sent=sent)
+    if errors != sent:
+        how = f"{sent - errors} unanswered" if errors < sent else f"{errors - sent} extra"
+        return fail(name, f"{errors} ERROR frames for {sent} malformed frames ({how})", errors=errors, sent=sent)
+    return passed(name, f"{errors} ERROR frames for {sent} malformed frames", errors=errors, sent=sent)

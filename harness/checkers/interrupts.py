@@ -1,5 +1,11 @@
 """Checkers for PROTOCOL.md "Interrupt semantics", read from the history.
 
+The ACK rules (one ACK each, its status, final before ACK, nothing after it,
+no double claim, NOT_FOUND) and how each request's reply ends (one terminal
+frame, chunks in sequence, completing normally or untouched by a foreign
+INTERRUPT, cancellation reaching the agent: the upstream stream closed, a
+later request not held back).
+
 Order questions (final before ACK, nothing after ACK) are answered per client
 from the order its reader recorded frames in, which is the order they came off
 that socket; times are only used to say how far apart things were.
@@ -14,13 +20,14 @@ from typing import Any
 from harness.checkers._core import (
     FrameRec,
     as_frame_dict,
-    checker,
+    fmt_ms,
     frames,
-    percentile_within,
     request_label,
     request_ops,
     summarize,
 )
+from harness.checkers.bounds import duration_within, percentile_within
+from harness.checkers.registry import checker
 from harness.core.history import History
 from harness.core.verdict import Verdict, fail, passed, unknown
 
@@ -30,8 +37,16 @@ __all__ = [
     "final_before_ack",
     "no_double_claim",
     "no_frames_after_ack",
+    "not_delayed",
     "not_found",
     "one_ack_each",
+    "one_terminal",
+    "one_terminal_per_request",
+    "request_completes",
+    "seq_gap_free",
+    "untouched",
+    "upstream_closed",
+    "upstream_closed_within",
 ]
 
 
@@ -41,7 +56,7 @@ def _claims(history: History) -> list[tuple[FrameRec, Any]]:
             for rid in (f.get("interrupted_ids") or [])]
 
 
-@checker("interrupts.ack_latency", needs_history=True)
+@checker
 def ack_latency(history: History, bound_ms: float, percentile: float = 99) -> Verdict:
     """The p-th percentile of INTERRUPT->ACK latency is within ``bound_ms``; unanswered INTERRUPTs fail."""
     name = "interrupts.ack_latency"
@@ -65,7 +80,7 @@ def ack_latency(history: History, bound_ms: float, percentile: float = 99) -> Ve
         missing_text=f"{missing} of {len(ops)} INTERRUPTs got no ACK (timeout or connection lost)")
 
 
-@checker("interrupts.ack_status")
+@checker
 def ack_status(ack: Any, status: str, interrupted: Collection[str] | None = None) -> Verdict:
     """One ACK (Frame, record dict or None) has ``status`` and, if given, exactly those interrupted ids."""
     name = "interrupts.ack_status"
@@ -95,7 +110,7 @@ def ack_status(ack: Any, status: str, interrupted: Collection[str] | None = None
     return passed(name, f"{label}: {status}, interrupted {sorted(map(str, ids or []))}", **figs)
 
 
-@checker("interrupts.one_ack_each", needs_history=True)
+@checker
 def one_ack_each(history: History) -> Verdict:
     """Every INTERRUPT sent got exactly one INTERRUPT_ACK on its client, and no ACK is unmatched."""
     name = "interrupts.one_ack_each"
@@ -118,7 +133,7 @@ def one_ack_each(history: History) -> Verdict:
     return passed(name, f"all {len(sent)} INTERRUPTs got exactly one ACK", **figs)
 
 
-@checker("interrupts.final_before_ack", needs_history=True)
+@checker
 def final_before_ack(history: History) -> Verdict:
     """For every id an ACK claimed, that request's interrupted final frame arrived earlier on that client."""
     name = "interrupts.final_before_ack"
@@ -149,7 +164,7 @@ def final_before_ack(history: History) -> Verdict:
                   **figs)
 
 
-@checker("interrupts.no_frames_after_ack", needs_history=True)
+@checker
 def no_frames_after_ack(history: History, grace_ms: float = 0) -> Verdict:
     """No frame for a claimed request id arrives after the ACK that claimed it (beyond ``grace_ms``)."""
     name = "interrupts.no_frames_after_ack"
@@ -182,7 +197,7 @@ def no_frames_after_ack(history: History, grace_ms: float = 0) -> Verdict:
     return passed(name, f"no frame after the ACK for any of {len(claims)} interrupted requests", **figs)
 
 
-@checker("interrupts.no_double_claim", needs_history=True)
+@checker
 def no_double_claim(history: History) -> Verdict:
     """No request id (per client session) is reported interrupted by two ACKs."""
     name = "interrupts.no_double_claim"
@@ -204,7 +219,7 @@ def no_double_claim(history: History) -> Verdict:
     return passed(name, f"{len(claimed)} requests each claimed by one of {len(acks)} ACKs", **figs)
 
 
-@checker("interrupts.not_found", needs_history=True)
+@checker
 def not_found(history: History, interrupt_ids: Collection[str]) -> Verdict:
     """Those INTERRUPTs were answered status NOT_FOUND with interrupted_count 0."""
     name = "interrupts.not_found"
@@ -228,3 +243,147 @@ def not_found(history: History, interrupt_ids: Collection[str]) -> Verdict:
     if missing:
         return unknown(name, f"{len(missing)} INTERRUPTs have no ACK to judge: {summarize(missing)}", **figs)
     return passed(name, f"all {len(interrupt_ids)} INTERRUPTs answered NOT_FOUND, count 0", **figs)
+
+
+# -- how each reply ends ---------------------------------------------------------
+@checker
+def one_terminal(history: History) -> Verdict:
+    """Each request (per client) ends with exactly one terminal frame: one final, or one ERROR."""
+    name = "interrupts.one_terminal"
+    ops: dict[tuple[str, Any], list] = defaultdict(list)
+    for op in history.operations("request"):
+        ops[(op.client, op.data.get("request_id"))].append(op)
+    finals: dict[tuple[str, Any], int] = defaultdict(int)
+    errors: dict[tuple[str, Any], int] = defaultdict(int)
+    for f in frames(history):
+        key = (f.client, f.get("request_id"))
+        if f.get("kind") == "final":
+            finals[key] += 1
+        elif f.get("kind") == "error" and f.get("request_id") is not None:
+            errors[key] += 1
+    keys = set(ops) | set(finals)
+    if not keys:
+        return unknown(name, "no request and no final frame recorded")
+    bad, unresolved = [], 0
+    for key in sorted(keys, key=repr):
+        want = max(len(ops.get(key, [])), 1)  # an id sent again counts once per REQUEST
+        nf, ne = finals.get(key, 0), errors.get(key, 0)
+        label = request_label(*key)
+        if nf > want:
+            bad.append(f"{label}: {nf} final frames")
+        elif nf + ne > want:
+            bad.append(f"{label}: {nf} final and {ne} ERROR frames")
+        elif nf + ne < want:
+            if all(op.outcome in ("ok", "fail") for op in ops.get(key, [])):
+                bad.append(f"{label}: no terminal frame")
+            else:
+                unresolved += 1  # the connection died under it: nothing to hold the server to
+    figs = {"requests": len(keys), "bad": len(bad), "unresolved": unresolved}
+    if bad:
+        return fail(name, f"{len(bad)} of {len(keys)} requests without exactly one terminal frame: "
+                          f"{summarize(bad)}", **figs)
+    return passed(name, f"{len(keys) - unresolved} requests each ended exactly once"
+                        + (f" ({unresolved} unresolved: connection lost)" if unresolved else ""), **figs)
+
+
+def _completion(history: History, request_id: str, client: str | None) -> tuple[str, str]:
+    """("pass"|"fail"|"unknown", why) for one request's latest REQUEST."""
+    ops = request_ops(history, request_id, client)
+    if not ops:
+        return "unknown", f"request {request_id}: no REQUEST recorded"
+    op = max(ops, key=lambda o: o.started_ns)
+    label = request_label(op.client, request_id)
+    if op.outcome == "pending":
+        return "fail", f"{label}: no final frame (still pending)"
+    if op.outcome == "unknown":
+        return "unknown", f"{label}: outcome unknown (connection ended before its final frame)"
+    if op.outcome == "fail":
+        return "fail", f"{label}: failed with {op.data.get('error_code') or op.data.get('error')}"
+    if op.data.get("interrupted"):
+        return "fail", f"{label}: ended interrupted (reason {op.data.get('reason')!r})"
+    want = (op.data.get("options") or {}).get("chunks")
+    got = op.data.get("chunks")
+    if want is not None and got is not None and got != want:
+        return "fail", f"{label}: completed with {got} chunks, asked for {want}"
+    return "pass", f"{label}: completed, {got if got is not None else '?'} chunks in {fmt_ms(op.duration_ms)}"
+
+
+@checker
+def request_completes(history: History, request_id: str, client: str | None = None) -> Verdict:
+    """That request (its latest REQUEST) completed normally: final frame, not interrupted."""
+    name = "interrupts.request_completes"
+    status, why = _completion(history, request_id, client)
+    return {"pass": passed, "fail": fail, "unknown": unknown}[status](name, why, request_id=request_id)
+
+
+@checker
+def untouched(history: History, request_ids: Collection[str], client: str | None = None) -> Verdict:
+    """Those requests completed normally, not interrupted (e.g. after a foreign-id INTERRUPT)."""
+    name = "interrupts.untouched"
+    if not request_ids:
+        return unknown(name, "no request ids given")
+    results = [_completion(history, rid, client) for rid in request_ids]
+    bad = [why for st, why in results if st == "fail"]
+    unsure = [why for st, why in results if st == "unknown"]
+    figs = {"requests": len(results), "bad": len(bad), "unknown": len(unsure)}
+    if bad:
+        return fail(name, f"{len(bad)} of {len(results)} requests did not complete untouched: "
+                          f"{summarize(bad)}", **figs)
+    if unsure:
+        return unknown(name, summarize(unsure), **figs)
+    return passed(name, f"all {len(results)} requests completed, not interrupted", **figs)
+
+
+@checker
+def seq_gap_free(history: History) -> Verdict:
+    """Each request's chunks carry seq 0, 1, 2, ... without gaps, repeats or reordering."""
+    name = "interrupts.seq_gap_free"
+    expect: dict[tuple[str, Any], int] = {}
+    bad, chunks = [], 0
+    for f in frames(history):
+        key = (f.client, f.get("request_id"))
+        if f.get("kind") == "final":
+            expect.pop(key, None)  # a later REQUEST with this id starts again at 0
+            continue
+        if f.get("kind") != "chunk":
+            continue
+        chunks += 1
+        want, seq = expect.get(key, 0), f.get("seq")
+        if seq != want:
+            bad.append(f"{request_label(*key)}: seq {seq} where {want} was due")
+        expect[key] = (seq + 1) if isinstance(seq, int) else want + 1
+    figs = {"chunks": chunks, "bad": len(bad)}
+    if not chunks:
+        return unknown(name, "no chunk frames recorded")
+    if bad:
+        return fail(name, f"{len(bad)} out-of-sequence chunks in {chunks}: {summarize(bad)}", **figs)
+    return passed(name, f"{chunks} chunks, every request's seq from 0 without gaps", **figs)
+
+
+@checker
+def upstream_closed(interrupt_sent_ns: int | None, closed_ns: int | None, bound_ms: float) -> Verdict:
+    """The upstream HTTP stream closed within ``bound_ms`` of the INTERRUPT; None (never) fails."""
+    name = "interrupts.upstream_closed"
+    if interrupt_sent_ns is None:
+        return unknown(name, "no INTERRUPT send time recorded", bound_ms=bound_ms)
+    closed_after_ms = None if closed_ns is None else (closed_ns - interrupt_sent_ns) / 1e6
+    return duration_within(name, closed_after_ms, bound_ms, what="upstream close", key="closed_after_ms",
+                           context={}, took="upstream closed {value} after the INTERRUPT",
+                           never="upstream stream still open (bound {bound} ms after the INTERRUPT)",
+                           no_bound="upstream close after the INTERRUPT: no bound given",
+                           early="upstream closed {early} before the INTERRUPT was sent: "
+                                 "the interrupt was not exercised")
+
+
+@checker
+def not_delayed(first_chunk_ms: float | None, bound_ms: float | None, *, what: str = "first chunk") -> Verdict:
+    """``what`` arrived within ``bound_ms``; None (never seen within the wait) fails."""
+    return duration_within("interrupts.not_delayed", first_chunk_ms, bound_ms, what=what, key="ms",
+                           took="{what} after {value}",
+                           never="{what}: not seen within the wait (bound {bound} ms)",
+                           early="{what}: negative delay {value}, clocks mixed up")
+
+
+# The names scenarios call them by.
+one_terminal_per_request = one_terminal
+upstream_closed_within = upstream_closed

@@ -2,16 +2,23 @@
 
 Inputs are probe figures (``/stats``, psutil, the injected Python probe) and
 latency series the scenario collected; no history is needed.
+
+``back_to_baseline``, ``growth_per_1000`` and ``probe_agrees`` took the name of
+the figure as a positional argument; it is now the keyword ``what``, as for
+every value checker. Their earlier positional form is still accepted (the
+``legacy=`` of each) until the call sites use the keyword.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from harness.checkers import stats
-from harness.checkers._core import checker, fmt_bytes, fmt_ms, fmt_num, percentile_within
+from harness.checkers._core import fmt_bytes, fmt_ms, fmt_num
+from harness.checkers.bounds import percentile_within
+from harness.checkers.registry import checker
 from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = [
@@ -23,6 +30,7 @@ __all__ = [
     "latency_within",
     "memory_bounded",
     "probe_agrees",
+    "stats_unchanged",
 ]
 
 #: The /stats counters that return to 0 once every client has gone (PROTOCOL.md "Introspection").
@@ -49,7 +57,7 @@ def _sample_data(sample: Any) -> tuple[dict | None, str | None]:
     return None, f"not a sample: {type(sample).__name__}"
 
 
-@checker("resources.counters_zero")
+@checker
 def counters_zero(sample: Any, keys: Iterable[str] = IDLE_COUNTERS) -> Verdict:
     """Every counter in ``keys`` is 0 in the sample (a dict or a probes.Sample)."""
     name = "resources.counters_zero"
@@ -68,51 +76,63 @@ def counters_zero(sample: Any, keys: Iterable[str] = IDLE_COUNTERS) -> Verdict:
     return passed(name, "all 0: " + ", ".join(values), **figs)
 
 
-@checker("resources.back_to_baseline")
-def back_to_baseline(name: str, baseline: float | None, after: float | None, allowed: float, *,
+def _baseline_positional(name: str, baseline: Any, after: Any, allowed: float, *,
+                         cycles: int | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The earlier call ``back_to_baseline(name, baseline, after, allowed, cycles=...)``."""
+    return (after, baseline, allowed), {"what": name, "cycles": cycles}
+
+
+@checker(legacy=_baseline_positional)
+def back_to_baseline(after: float | None, baseline: float | None, allowed: float, *, what: str,
                      cycles: int | None = None) -> Verdict:
     """``after`` is at most ``baseline + allowed`` (e.g. tasks, threads, fds after churn)."""
     check = "resources.back_to_baseline"
     b, a = _number(baseline), _number(after)
-    figs = {"name": name, "baseline": baseline, "after": after, "allowed": allowed, "cycles": cycles}
+    figs = {"name": what, "baseline": baseline, "after": after, "allowed": allowed, "cycles": cycles}
     if b is None or a is None:
-        return unknown(check, f"{name}: baseline {baseline!r}, after {after!r}: a figure is missing", **figs)
+        return unknown(check, f"{what}: baseline {baseline!r}, after {after!r}: a figure is missing", **figs)
     when = f" after {cycles} cycles" if cycles is not None else ""
-    msg = f"{name} {fmt_num(b)} -> {fmt_num(a)}{when} (baseline {fmt_num(b)}, allowed +{fmt_num(allowed)})"
+    msg = f"{what} {fmt_num(b)} -> {fmt_num(a)}{when} (baseline {fmt_num(b)}, allowed +{fmt_num(allowed)})"
     figs["delta"] = a - b
     return (fail if a > b + allowed else passed)(check, msg, **figs)
 
 
-@checker("resources.growth_per_1000")
-def growth_per_1000(name: str, series: Sequence[tuple[float, float]] | None, bound_per_1000: float, *,
+def _growth_positional(name: str, series: Any, bound_per_1000: float, *, warmup_fraction: float = 0.1,
+                       unit: str | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The earlier call ``growth_per_1000(name, series, bound_per_1000, ...)``."""
+    return (series, bound_per_1000), {"what": name, "warmup_fraction": warmup_fraction, "unit": unit}
+
+
+@checker(legacy=_growth_positional)
+def growth_per_1000(series: Sequence[tuple[float, float]] | None, bound_per_1000: float, *, what: str,
                     warmup_fraction: float = 0.1, unit: str | None = None) -> Verdict:
     """Least-squares slope of (cycle, value) after warm-up, per 1000 cycles, is within the bound.
 
-    ``unit="B"`` formats bytes (KiB/MiB), the default for names mentioning rss,
+    ``unit="B"`` formats bytes (KiB/MiB), the default for a ``what`` mentioning rss,
     bytes or memory; the first ``warmup_fraction`` of the points is dropped
     because allocators and caches grow once before settling.
     """
     check = "resources.growth_per_1000"
     if unit is None:
-        unit = "B" if any(w in name.lower() for w in ("rss", "bytes", "memory")) else ""
+        unit = "B" if any(w in what.lower() for w in ("rss", "bytes", "memory")) else ""
     pts = [(float(c), float(v)) for c, v in (series or []) if _number(c) is not None and _number(v) is not None]
     skip = int(len(pts) * warmup_fraction)
     used = pts[skip:]
-    figs: dict[str, Any] = {"name": name, "points": len(pts), "used": len(used),
+    figs: dict[str, Any] = {"name": what, "points": len(pts), "used": len(used),
                             "bound_per_1000": bound_per_1000, "unit": unit}
     if len(used) < 3 or len({c for c, _ in used}) < 2:
-        return unknown(check, f"{name}: {len(used)} usable points after warm-up, need at least 3 "
+        return unknown(check, f"{what}: {len(used)} usable points after warm-up, need at least 3 "
                               f"over different cycles", **figs)
     per_1000 = stats.slope(used) * 1000
     fmt = fmt_bytes if unit == "B" else (lambda x: f"{fmt_num(x)}{(' ' + unit) if unit else ''}")
     span = f"cycles {fmt_num(used[0][0])}-{fmt_num(used[-1][0])}"
     figs.update({"per_1000": per_1000, "first": used[0][1], "last": used[-1][1]})
-    msg = (f"{name} grows {fmt(per_1000)} per 1000 cycles {'>' if per_1000 > bound_per_1000 else '<='} "
+    msg = (f"{what} grows {fmt(per_1000)} per 1000 cycles {'>' if per_1000 > bound_per_1000 else '<='} "
            f"bound {fmt(bound_per_1000)} ({span}, {fmt(used[0][1])} -> {fmt(used[-1][1])})")
     return (fail if per_1000 > bound_per_1000 else passed)(check, msg, **figs)
 
 
-@checker("resources.latency_drift")
+@checker
 def latency_drift(latencies_ms: Sequence[float] | None, ratio: float = 1.5) -> Verdict:
     """Median of the last tenth of the series is at most ``ratio`` x the median of the first tenth."""
     name = "resources.latency_drift"
@@ -129,23 +149,29 @@ def latency_drift(latencies_ms: Sequence[float] | None, ratio: float = 1.5) -> V
     return (fail if got > ratio else passed)(name, msg, **figs)
 
 
-@checker("resources.probe_agrees")
-def probe_agrees(stats_value: Any, probe_value: Any, name: str, tolerance: float = 0) -> Verdict:
+def _probe_positional(stats_value: Any, probe_value: Any, name: str,
+                      tolerance: float = 0) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The earlier call ``probe_agrees(stats_value, probe_value, name, tolerance)``."""
+    return (stats_value, probe_value), {"what": name, "tolerance": tolerance}
+
+
+@checker(legacy=_probe_positional)
+def probe_agrees(stats_value: Any, probe_value: Any, *, what: str, tolerance: float = 0) -> Verdict:
     """The target's own figure (/stats) and the harness's probe agree within ``tolerance``."""
     check = "resources.probe_agrees"
     s, p = _number(stats_value), _number(probe_value)
-    figs = {"name": name, "stats": stats_value, "probe": probe_value, "tolerance": tolerance}
+    figs = {"name": what, "stats": stats_value, "probe": probe_value, "tolerance": tolerance}
     if s is None or p is None:
-        return unknown(check, f"{name}: /stats {stats_value!r}, probe {probe_value!r}: a figure is missing",
+        return unknown(check, f"{what}: /stats {stats_value!r}, probe {probe_value!r}: a figure is missing",
                        **figs)
     diff = abs(s - p)
     figs["difference"] = diff
-    msg = f"{name}: /stats says {fmt_num(s)}, probe says {fmt_num(p)} (difference {fmt_num(diff)}, " \
+    msg = f"{what}: /stats says {fmt_num(s)}, probe says {fmt_num(p)} (difference {fmt_num(diff)}, " \
           f"tolerance {fmt_num(tolerance)})"
     return (fail if diff > tolerance else passed)(check, msg, **figs)
 
 
-@checker("resources.memory_bounded")
+@checker
 def memory_bounded(rss_series_bytes: Sequence[float] | None, bound_bytes: float, *,
                    relative: bool = True) -> Verdict:
     """RSS growth over the first sample (or, ``relative=False``, the peak) stays within ``bound_bytes``."""
@@ -163,7 +189,7 @@ def memory_bounded(rss_series_bytes: Sequence[float] | None, bound_bytes: float,
     return (fail if value > bound_bytes else passed)(name, msg, **figs)
 
 
-@checker("resources.latency_within")
+@checker
 def latency_within(latencies_ms: Sequence[float | None] | None, bound_ms: float,
                    percentile: float = 99) -> Verdict:
     """The p-th percentile latency is within ``bound_ms``; None entries (timeouts) fail."""
@@ -180,3 +206,27 @@ def latency_within(latencies_ms: Sequence[float | None] | None, bound_ms: float,
     return percentile_within(
         name, xs, figs, bound_ms=bound_ms, p=percentile, missing=timeouts, noun="samples",
         missing_text=f"{timeouts} of {len(raw)} operations timed out")
+
+
+@checker
+def stats_unchanged(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, *, keys: Collection[str],
+                    expected_delta: Mapping[str, float] | None = None) -> Verdict:
+    """Each key of /stats moved by exactly its expected delta (0 unless given)."""
+    name = "resources.stats_unchanged"
+    if before is None or after is None:
+        which = "before" if before is None else "after"
+        return unknown(name, f"no /stats sample {which}", before=before, after=after)
+    deltas = dict(expected_delta or {})
+    figs: dict[str, Any] = {k: [before.get(k), after.get(k)] for k in keys}
+    missing = [k for k in keys if _number(before.get(k)) is None or _number(after.get(k)) is None]
+    wrong = []
+    for k in keys:
+        b, a, want = _number(before.get(k)), _number(after.get(k)), deltas.get(k, 0)
+        if b is not None and a is not None and a - b != want:
+            wrong.append(f"{k} {fmt_num(b)} -> {fmt_num(a)} (expected {want:+g})")
+    if wrong:
+        return fail(name, "stats changed: " + "; ".join(wrong), **figs)
+    if missing:
+        return unknown(name, f"/stats has no number for {', '.join(missing)}", **figs)
+    return passed(name, "stats as expected: " + ", ".join(f"{k} {before.get(k)} -> {after.get(k)}" for k in keys),
+                  **figs)

@@ -11,8 +11,9 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from harness.checkers._core import checker, closed_obs, frames, request_label, signal_ns, summarize
-from harness.checkers.bounds import bounded
+from harness.checkers._core import closed_obs, frames, request_label, signal_ns, summarize
+from harness.checkers.bounds import duration_within
+from harness.checkers.registry import checker
 from harness.core.history import History
 from harness.core.verdict import Verdict, fail, passed, unknown
 
@@ -22,10 +23,13 @@ __all__ = [
     "connections_refused",
     "exit_code",
     "exit_time",
+    "finals",
+    "health_503",
     "health_during_drain",
     "no_survivors",
     "output_noise",
     "port_free",
+    "refuses_connections",
     "shutdown_finals",
     "watchdog_dump",
 ]
@@ -40,18 +44,18 @@ SHUTDOWN_NOISE: tuple[str, ...] = (
 )
 
 
-@checker("shutdown.exit_time")
+@checker
 def exit_time(exit_ms: float | None, bound_ms: float | None, *, what: str = "exit",
               stacks: Any = ()) -> Verdict:
     """Pass when the process exited within ``bound_ms``; None (still running) fails as hung.
 
     ``stacks`` (lines, a dump, or a forensics object) are taken before the kill; a hung verdict carries them.
     """
-    return bounded("shutdown.exit_time", exit_ms, bound_ms, what=what, stacks=stacks,
-                   never="hung, still running at the bound", key="exit_ms")
+    return duration_within("shutdown.exit_time", exit_ms, bound_ms, what=what, key="exit_ms", stacks=stacks,
+                           never="{what}: hung, still running at the bound {bound} ms")
 
 
-@checker("shutdown.exit_code")
+@checker
 def exit_code(returncode: int | None, allowed: int | Collection[int], *,
               signal_killed: int | None = None) -> Verdict:
     """Pass when the exit code is one of ``allowed``; a death by signal is named as such."""
@@ -74,7 +78,7 @@ def _lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip()]
 
 
-@checker("shutdown.output_noise")
+@checker
 def output_noise(stdout: str | None, stderr: str | None,
                  patterns: Iterable[str | re.Pattern[str]] = SHUTDOWN_NOISE, *,
                  max_stderr_lines: int | None = None) -> Verdict:
@@ -110,7 +114,7 @@ def output_noise(stdout: str | None, stderr: str | None,
     return passed(name, f"no noisy lines; {err_lines} lines on stderr", **figs)
 
 
-@checker("shutdown.no_survivors")
+@checker
 def no_survivors(survivors: Sequence[dict] | None) -> Verdict:
     """Pass when no process of the target's tree outlived it."""
     name = "shutdown.no_survivors"
@@ -124,8 +128,13 @@ def no_survivors(survivors: Sequence[dict] | None) -> Verdict:
                 count=len(survivors), survivors=[dict(s) for s in survivors[:20]])
 
 
-@checker("shutdown.port_free")
-def port_free(free: bool | None, port: int | None) -> Verdict:
+def _port_free_positional(free: bool | None, port: int | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The earlier call ``port_free(free, port)``."""
+    return (free,), {"port": port}
+
+
+@checker(legacy=_port_free_positional)
+def port_free(free: bool | None, *, port: int | None) -> Verdict:
     """Pass when the target's port can be bound again after it exited."""
     name = "shutdown.port_free"
     if free is None:
@@ -135,8 +144,8 @@ def port_free(free: bool | None, port: int | None) -> Verdict:
     return fail(name, f"port {port} is still held after the target exited", port=port, free=False)
 
 
-@checker("shutdown.finals", needs_history=True)
-def shutdown_finals(history: History, clients: Collection[str] | None = None,
+@checker
+def finals(history: History, clients: Collection[str] | None = None,
                     reason: str = "shutdown") -> Verdict:
     """Every request active at the first signal got a final frame interrupted with ``reason``."""
     name = "shutdown.finals"
@@ -171,7 +180,7 @@ def shutdown_finals(history: History, clients: Collection[str] | None = None,
                         f"reason {reason!r}", **figs)
 
 
-@checker("shutdown.close_codes", needs_history=True)
+@checker
 def close_codes(history: History, expected: int = 1001,
                 clients: Collection[str] | None = None) -> Verdict:
     """Every client (default: connected ones that did not close themselves) was closed with ``expected``."""
@@ -200,8 +209,8 @@ def close_codes(history: History, expected: int = 1001,
     return passed(name, f"all {len(clients)} clients closed with {expected}", **figs)
 
 
-@checker("shutdown.health_503")
-def health_during_drain(statuses: Sequence[int | None] | None) -> Verdict:
+@checker
+def health_503(statuses: Sequence[int | None] | None) -> Verdict:
     """/health answered 503 during the drain and never 200 after its first 503 (None = no answer)."""
     name = "shutdown.health_503"
     statuses = list(statuses or [])
@@ -221,8 +230,8 @@ def health_during_drain(statuses: Sequence[int | None] | None) -> Verdict:
     return passed(name, f"/health answered 503 during the drain (statuses {tally})", **figs)
 
 
-@checker("shutdown.refuses_connections")
-def connections_refused(attempts: Sequence[bool | None] | None) -> Verdict:
+@checker
+def refuses_connections(attempts: Sequence[bool | None] | None) -> Verdict:
     """Every connection attempt during the drain was refused (True = refused, None = unsure)."""
     name = "shutdown.refuses_connections"
     attempts = list(attempts or [])
@@ -241,7 +250,7 @@ _THREAD_HDR = re.compile(r"^(Current thread|Thread) 0x[0-9a-fA-F]+")
 _FRAME_LINE = re.compile(r'^\s*File "')
 
 
-@checker("shutdown.watchdog_dump")
+@checker
 def watchdog_dump(stderr: str | None) -> Verdict:
     """stderr holds thread stacks as faulthandler prints them ("Thread 0x..." headers, File lines)."""
     name = "shutdown.watchdog_dump"
@@ -257,3 +266,8 @@ def watchdog_dump(stderr: str | None) -> Verdict:
     return fail(name, f"no thread stacks on stderr: {threads} thread headers, {frame_lines} frame lines "
                       f"in {len(lines)} lines (tail: {tail})", **figs)
 
+
+# The names scenarios call them by.
+shutdown_finals = finals
+health_during_drain = health_503
+connections_refused = refuses_connections

@@ -123,24 +123,24 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
         ctx.check(checkers.counters_zero(after, keys=COUNTERS))
     for key, allowed in (("tasks", 2), ("threads", 1)):
         ctx.check(checkers.back_to_baseline(
-            key, base.get(key) if base else None, after.get(key) if after else None, allowed, cycles=cycles))
+            after.get(key) if after else None, base.get(key) if base else None, allowed, what=key, cycles=cycles))
     ctx.check(checkers.back_to_baseline(
-        "fds", base_res.get("num_fds") if base_res else None, after_res.get("num_fds") if after_res else None,
-        4, cycles=cycles))
+        after_res.get("num_fds") if after_res else None, base_res.get("num_fds") if base_res else None,
+        4, what="fds", cycles=cycles))
     ctx.check(checkers.back_to_baseline(
-        "CLOSE_WAIT sockets", 0, after_res["tcp"].get("CLOSE_WAIT", 0) if after_res else None,
-        0, cycles=cycles))
+        after_res["tcp"].get("CLOSE_WAIT", 0) if after_res else None, 0,
+        0, what="CLOSE_WAIT sockets", cycles=cycles))
     if ctx.target.python_probe:
         # The target's own /stats may be wrong; the injected probe counts from inside.
         for key, allowed in (("tasks", 2), ("threads", 1)):
             ctx.check(checkers.back_to_baseline(
-                f"{key} (injected probe)", base_py.get(key) if base_py else None,
-                after_py.get(key) if after_py else None, allowed, cycles=cycles))
+                after_py.get(key) if after_py else None, base_py.get(key) if base_py else None,
+                allowed, what=f"{key} (injected probe)", cycles=cycles))
         if ctx.target.stats_path:  # with no /stats, "stats" above is the probe itself
             ctx.check(checkers.probe_agrees(after.get("tasks") if after else None,
-                                            after_py.get("tasks") if after_py else None, "tasks", tolerance=2))
+                                            after_py.get("tasks") if after_py else None, what="tasks", tolerance=2))
     ctx.add_series("rss_bytes", rss)
-    ctx.check(checkers.growth_per_1000("rss", rss, bound_per_1000=48 * 2**20))
+    ctx.check(checkers.growth_per_1000(rss, bound_per_1000=48 * 2**20, what="rss"))
 
     ordered = [ms for _, ms in latencies]
     ctx.add_series("reply_ms", latencies)

@@ -57,8 +57,8 @@ async def exit_(ctx: Context, how: str, choice: str, streaming: bool) -> None:
     if result.hung:
         stacks = await asyncio.to_thread(session.forensics)
     ctx.figure("client_exit_ms", result.exit_ms)
-    ctx.check(checkers.within_bound(None if result.hung else result.exit_ms, bound_s * 1000,
-                           what=f"client exit after {how} {choice}".strip(), check="client.exit_time", stacks=stacks))
+    ctx.check(checkers.client.exit_time(None if result.hung else result.exit_ms, bound_s * 1000,
+                                        what=f"client exit after {how} {choice}".strip(), stacks=stacks))
     ctx.check(checkers.exit_code(result.exitstatus, allowed, signal_killed=result.signalstatus))
     ctx.check(checkers.output_noise(result.output, "", ctx.target.noise_patterns))
     ctx.check(checkers.terminal_usable(session.terminal_state()))

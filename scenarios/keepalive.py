@@ -35,6 +35,6 @@ async def silent_peer(ctx: Context, how: str) -> None:
     dropped = await ctx.probes.wait_stats(sup, lambda s: s.get("connections") == 0, scaled(bound_ms / 1000 + 2))
     dropped_ms = (now_ns() - since) / 1e6 if dropped is not None and dropped.get("connections") == 0 else None
     ctx.figure("dropped_after_ms", dropped_ms)
-    ctx.check(checkers.within_bound(dropped_ms, bound_ms, what=f"drop of a silent peer ({how})", check="keepalive.dropped_within"))
+    ctx.check(checkers.keepalive.dropped_within(dropped_ms, bound_ms, what=f"drop of a silent peer ({how})"))
     after = await ctx.probes.settle_stats(sup, RELEASED, scaled(2))
     ctx.check(checkers.counters_zero(after, keys=RELEASED))

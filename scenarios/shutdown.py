@@ -96,7 +96,7 @@ async def signal_shutdown(ctx: Context, how: str, load: str) -> None:
     ctx.check(checkers.output_noise(sup.output("stdout"), sup.output("stderr"), ctx.target.noise_patterns,
                                     max_stderr_lines=1))
     ctx.check(checkers.no_survivors(cleanup.survivors))
-    ctx.check(checkers.port_free(cleanup.port_free, sup.port))
+    ctx.check(checkers.port_free(cleanup.port_free, port=sup.port))
     if streams:
         ctx.check(checkers.shutdown_finals(ctx.history, clients=[c.name for c, _ in streams], reason="shutdown"))
     if clients:

@@ -80,15 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("server_args", nargs=argparse.REMAINDER,
                        help="reference server flags, e.g. --port 8765 --fault leak_tasks")
 
-    cmp_ = sub.add_parser("compare", help="compare two runs and flag regressions")
+    cmp_ = sub.add_parser(
+        "compare", help="compare two runs and flag regressions",
+        description="Compare the metrics of two runs (never ports, pids or parameters). Exit 0: no regression; "
+                    "1: a regression; 5: nothing comparable (every case was run differently). "
+                    "The rule is in docs/ci.md.")
     cmp_.add_argument("base", help="the baseline run (directory or results.json)")
     cmp_.add_argument("new", help="the new run (directory or results.json)")
     cmp_.add_argument("--tolerance", type=float, default=0.2, help="relative change that counts (default 0.2)")
-    cmp_.add_argument("--markdown", action="store_true", help="print Markdown on stdout")
+    out = cmp_.add_mutually_exclusive_group()
+    out.add_argument("--markdown", action="store_true", help="print Markdown on stdout")
+    out.add_argument("--json", action="store_true", help="print the comparison as JSON on stdout")
 
     rep = sub.add_parser("report", help="render a saved run again (Markdown, JUnit, HTML)")
     rep.add_argument("run", help="a run directory or results.json")
-    rep.add_argument("--baseline", metavar="RUN", help="a baseline run to show beside it")
+    rep.add_argument("--baseline", metavar="RUN", help="a baseline run to compare against (kept in results.json)")
+    rep.add_argument("--timeline", action="append", metavar="WHICH",
+                     help="cases to draw a timeline for in report.html: 'failing' (the default), 'all', 'none', "
+                          "or a case glob such as 'interrupts.*' (repeatable)")
 
     sub.add_parser("list", help="list the scenario cases")
     return parser
@@ -148,6 +157,10 @@ def _gate_options(args: argparse.Namespace) -> GateOptions:
         if not select_cases(load_scenarios(), args.case):
             raise UsageError(f"wschaos run: --case {' '.join(args.case)}: no scenario case matches "
                              "(wschaos list shows them)")
+    if args.baseline:
+        from harness.results.store import load_run
+
+        load_run(args.baseline)  # a bad baseline is one clear line now, not after the whole run
     known_path = args.known_failures or ("wschaos-known-failures.toml" if Path("wschaos-known-failures.toml").is_file() else None)
     repeat = args.repeat if args.repeat is not None else (3 if args.profile == "release" else 1)
     if repeat < 1:
@@ -225,24 +238,31 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from harness.results.compare import compare
-    from harness.results.schema import load_run
+    from harness.results.store import load_run
 
+    if not args.tolerance >= 0:
+        raise UsageError(f"wschaos compare: --tolerance must be >= 0, not {args.tolerance}")
     comparison = compare(load_run(args.base), load_run(args.new), tolerance=args.tolerance)
     if args.markdown:
         print(comparison.to_markdown())
+    elif args.json:
+        print(json.dumps(comparison.to_dict(), indent=1, default=str))
     else:
         comparison.render_console(console)
-    return ExitCode.OK if comparison.ok else ExitCode.CHECKS_FAILED
+    if not comparison.ok:
+        return ExitCode.CHECKS_FAILED
+    return ExitCode.OK if comparison.comparable else ExitCode.NO_CHECKS
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from harness.report.text import render_console
-    from harness.results.schema import load_run
+    from harness.results.store import load_run
     from harness.runner import write_outputs
 
     run = load_run(args.run)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
-    write_outputs(run, run_dir, baseline=Path(args.baseline) if args.baseline else None)
+    timelines = args.timeline or ["failing"]
+    write_outputs(run, run_dir, baseline=Path(args.baseline) if args.baseline else None, timelines=timelines)
     render_console(run, console)
     console.print(Text(f"wrote {run_dir / 'summary.md'}, {run_dir / 'junit.xml'}, {run_dir / 'report.html'}"))
     return ExitCode.OK

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,15 +35,8 @@ from harness.report.html import write_html
 from harness.report.text import print_failures, render_console, to_junit, to_markdown
 from harness.results.gate import Decision, decide
 from harness.results.known_failures import KnownFailures, apply_known
-from harness.results.schema import (
-    CaseResult,
-    RunResult,
-    TargetInfo,
-    load_run,
-    new_run_dir,
-    save_run,
-    utc_now_iso,
-)
+from harness.results.schema import CaseResult, RunResult, TargetInfo, utc_now_iso
+from harness.results.store import load_run, new_run_dir, save_run
 
 __all__ = ["GateOptions", "GateRun", "run_gate"]
 
@@ -258,18 +252,29 @@ def run_gate(opts: GateOptions, console: Console) -> GateRun:
     return GateRun(run, run_dir, decision)
 
 
-def write_outputs(run: RunResult, run_dir: Path, *, baseline: Path | None = None) -> None:
-    """results.json, summary.md, junit.xml and report.html, all from the one RunResult."""
-    save_run(run, run_dir)
-    base = load_run(baseline) if baseline is not None else None
-    comparison = None
-    if base is not None:
-        from harness.results.compare import compare
+def write_outputs(run: RunResult, run_dir: Path, *, baseline: Path | None = None,
+                  timelines: Sequence[str] = ("failing",)) -> None:
+    """results.json, summary.md, junit.xml and report.html, all from the one RunResult.
 
+    With ``baseline``, the comparison against it is computed and kept in
+    results.json (``comparison``); without, a comparison the run already holds
+    is rendered again.  ``timelines`` says which cases' HTML timelines to draw
+    (see :func:`harness.report.html.to_html`).
+    """
+    from harness.results.compare import Comparison, compare
+
+    comparison, base = None, None
+    if baseline is not None:
+        base = load_run(baseline)
         comparison = compare(base, run)
+        run.comparison = comparison.to_dict()
+    elif run.comparison:
+        comparison = Comparison.from_dict(run.comparison)
+    save_run(run, run_dir)
     (run_dir / "summary.md").write_text(to_markdown(run, comparison=comparison), encoding="utf-8")
     (run_dir / "junit.xml").write_text(to_junit(run), encoding="utf-8")
-    write_html(run, run_dir / "report.html", baseline=base)
+    write_html(run, run_dir / "report.html", baseline=base, comparison=comparison, run_dir=run_dir,
+               timelines=timelines)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         with open(step_summary, "a", encoding="utf-8") as fh:

@@ -13,13 +13,8 @@ from rich.console import Console
 
 from harness.report.html import plot_svgs, to_html
 from harness.report.text import failure_lines, make_console, render_console, to_junit, to_markdown
-from harness.results.compare import (
-    aggregate,
-    aggregate_markdown,
-    compare,
-    lower_is_better,
-    percentile,
-)
+from harness.results.compare import aggregate, aggregate_markdown, compare, percentile
+from harness.results.figures import figure_type
 from harness.results.gate import ExitCode, decide
 from harness.results.schema import CaseResult, HostInfo, RunResult, TargetInfo, VerdictResult
 
@@ -151,15 +146,17 @@ def test_failure_lines_carry_replay():
 # -- compare and aggregate ---------------------------------------------------------------
 
 
-def test_compare_flags_regression_beyond_tolerance():
-    """A run 50 % slower than its baseline regresses; bounds and unchanged figures do not."""
+def test_compare_flags_regression_beyond_tolerance_and_floor():
+    """ACKs 50 ms slower regress; 50 % slower at 5 ms is noise under a 200 ms bound; bounds are never figures."""
     base = synthetic_run(run_id="base", broken=False)
     new = synthetic_run(run_id="new", slower=1.5, broken=False)
     cmp = compare(base, new, tolerance=0.2)
-    flagged = {(f.case_id, f.figure) for f in cmp.regressions}
-    assert ("interrupts.storm[10x10]", "p50_ms") in flagged
-    assert not any(f.figure == "bound_ms" for f in cmp.regressions)
-    assert not cmp.ok and "❌" in cmp.to_markdown()
+    assert cmp.ok and ("interrupts.storm[10x10]", "p50_ms") in {(f.case_id, f.figure) for f in cmp.noise}
+    assert not any(f.figure == "bound_ms" for f in cmp.figures)
+    new.cases[2].verdicts[0].figures["p50_ms"] += 50
+    flagged = {(f.case_id, f.figure) for f in compare(base, new).regressions}
+    assert flagged == {("interrupts.storm[10x10]", "p50_ms")}
+    assert "❌" in compare(base, new).to_markdown()
     assert compare(base, synthetic_run(run_id="same", broken=False)).ok
 
 
@@ -170,9 +167,17 @@ def test_compare_flags_pass_to_fail():
     assert ("churn.latency_drift", "pass", "unknown") in changed
 
 
-def test_lower_is_better_names():
-    assert all(lower_is_better(n) for n in ("exit_ms", "p99_ms", "tasks_delta", "rss_growth", "drift_ratio"))
-    assert not any(lower_is_better(n) for n in ("bound_ms", "events_delivered", "late_frames_limit"))
+def test_figure_types():
+    """Times and percentiles are lower-is-better metrics with their bound; bounds and cycles are parameters."""
+    for check, name in (("shutdown.exit_time", "exit_ms"), ("interrupts.ack_latency", "p99_ms"),
+                        ("resources.latency_within", "p95_ms")):
+        ft = figure_type(check, name)
+        assert (ft.role, ft.unit, ft.better, ft.bound) == ("metric", "ms", "lower", "bound_ms")
+    assert figure_type("resources.growth_per_1000", "per_1000").unit_of({"unit": "B"}) == "B"
+    assert {figure_type("x.y", n).role for n in ("bound_ms", "cycles", "allowed")} == {"parameter"}
+    assert figure_type("shutdown.port_free", "port").role == "identifier"
+    assert figure_type("input.error_code@not json", "expected").role == "parameter"
+    assert figure_type("x.y", "brand_new_figure").role == "untyped"
 
 
 def test_aggregate_percentiles_over_repeats():
@@ -204,8 +209,10 @@ def test_html_is_self_contained_with_plots():
     page = sample_html()
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page, re.I)
     assert "<script" not in page and "<link" not in page and "@import" not in page
-    assert page.count("<svg") == 4
+    assert page.count("<figure><svg") == 4
     assert page.index(">FAIL<") < page.index("<svg")
+    assert page.count('class="trend-plot"') == len(compare(synthetic_run(run_id="base", broken=False),
+                                                           synthetic_run()).regressions) > 0
     assert "wschaos run --case &#x27;interrupts.storm[10x10]&#x27; --seed 1234" in page
     assert "Against baseline base" in page
     assert "s3cret" not in page  # the in-memory run is redacted for rendering too

@@ -1,4 +1,4 @@
-"""The results.json schema: round-trip, redaction on write, clear errors for bad files."""
+"""The results.json schema: round-trip, redaction on write, clear errors for bad files, the run store."""
 
 from __future__ import annotations
 
@@ -8,18 +8,17 @@ from types import SimpleNamespace
 
 import pytest
 
+from harness.results.redact import redact
 from harness.results.schema import (
+    SCHEMA_MINOR,
     SCHEMA_VERSION,
     CaseResult,
     ResultsError,
     RunResult,
     TargetInfo,
     VerdictResult,
-    load_run,
-    new_run_dir,
-    redact,
-    save_run,
 )
+from harness.results.store import load_run, new_run_dir, save_run
 
 
 def make_run() -> RunResult:
@@ -44,7 +43,8 @@ def test_round_trip_keeps_every_field():
     run.cases[0].verdicts[0].figures["nan"] = None  # non-finite numbers are written as null
     assert back == run
     data = json.loads(run.to_json())
-    assert data["schema_version"] == SCHEMA_VERSION
+    assert (data["schema_version"], data["schema_minor"]) == (SCHEMA_VERSION, SCHEMA_MINOR) == (1, 1)
+    assert data["comparison"] is None
     assert data["summary"] == {"pass": 0, "fail": 1, "unknown": 0, "known": 0, "stale": 0,
                                "checks": 1, "cases": 1, "errors": 0, "skipped": 0}
 
@@ -135,3 +135,13 @@ def test_case_from_outcome_relativises_artifacts(tmp_path):
     assert case.artifacts == {"history": "a_b_/history.jsonl"}
     assert case.verdicts[0].replay == "wschaos run --case 'a[b]' --seed 1" and case.repeat == 2
     assert case.series == {"t": [[0, 1]]}
+
+
+def test_minor_zero_files_and_the_comparison_field_read_back():
+    """A file from before schema_minor (minor 0) still loads; a kept comparison survives the round trip."""
+    data = json.loads(make_run().to_json())
+    del data["schema_minor"], data["comparison"]
+    assert RunResult.from_dict(data).comparison is None
+    run = make_run()
+    run.comparison = {"baseline": {"run_id": "r0"}, "ok": True, "regressions": []}
+    assert RunResult.from_json(run.to_json()).comparison == run.comparison

@@ -19,7 +19,8 @@ import pytest
 from rich.console import Console
 
 from harness.results.gate import ExitCode
-from harness.results.schema import CaseResult, RunResult, TargetInfo, VerdictResult, load_run
+from harness.results.schema import CaseResult, RunResult, TargetInfo, VerdictResult
+from harness.results.store import load_run
 from harness.runner import GateOptions, _Collector, _pytest_args, run_gate, write_outputs
 
 CASE = "interrupts.basic[one]"
@@ -111,10 +112,27 @@ def test_outputs_are_written_from_one_run(tmp_path: Path, monkeypatch) -> None:
     assert summary.startswith("## ❌ wschaos: FAIL")
     assert f"replay: `wschaos run --case '{CASE}' --seed 7`" in summary
     assert "p99_ms" in summary and "base" in summary  # the comparison against the baseline
+    kept = json.loads((run_dir / "results.json").read_text())["comparison"]
+    assert kept["baseline"]["run_id"] == "base" and kept["regressions"][0]["figure"] == "p99_ms"
+    assert summary.index("Against baseline `base`: REGRESSED") < summary.index("<details><summary>All checks")
     suite = ET.parse(run_dir / "junit.xml").getroot()
     assert suite.get("failures") == "1"
     assert (run_dir / "report.html").stat().st_size > 0
     assert step.read_text().startswith("earlier step\n## ❌ wschaos: FAIL")
+
+
+def test_kept_comparison_is_rendered_again_without_the_baseline(tmp_path: Path) -> None:
+    """A run saved with its comparison renders the same trend when re-rendered alone (wschaos report)."""
+    base_dir, run_dir = tmp_path / "base", tmp_path / "new"
+    base_dir.mkdir()
+    run_dir.mkdir()
+    write_outputs(a_run(failing=False, run_id="base"), base_dir)
+    write_outputs(a_run(failing=True), run_dir, baseline=base_dir)
+    first = (run_dir / "summary.md").read_text()
+    write_outputs(load_run(run_dir), run_dir)
+    assert (run_dir / "summary.md").read_text() == first
+    page = (run_dir / "report.html").read_text()
+    assert 'id="trend"' in page and 'class="trend-plot"' in page
 
 
 def test_run_with_nothing_applicable_is_no_checks(tmp_path: Path) -> None:
@@ -129,7 +147,7 @@ def test_run_with_nothing_applicable_is_no_checks(tmp_path: Path) -> None:
     assert data["status"] == "complete" and data["exit_code"] == ExitCode.NO_CHECKS
     assert [(c["case_id"], c["repeat"]) for c in data["cases"]] == [("interactive.exit[quit-0]", 0),
                                                                      ("interactive.exit[quit-0]", 1)]
-    assert all("interactive_client" in c["skipped"] for c in data["cases"])
+    assert all("interactive" in (c["skipped"] or "") for c in data["cases"])
     # Each repeat runs with its own seed, and says so in its replay line.
     assert [c["replay"].split("--seed ")[1].split()[0] for c in data["cases"]] == ["3", "4"]
     for name in ("summary.md", "junit.xml", "report.html"):

@@ -6,7 +6,11 @@ attached to a release ticket and opened years later, offline.
 
 The first screen answers the sign-off question: PASS / FAIL / INCOMPLETE, the
 counts, target, seed and date, and the checks needing attention with their
-numbers and replay commands.  Plots follow, then the full checks table.
+numbers and replay commands.  Against a baseline, the trend follows:
+regressions first (both values, the bound, a small plot of base against new),
+then verdict changes, then the cases that were not comparable.  Then the
+plots, a timeline of every failing case (:mod:`harness.report.timeline`, drawn
+from its ``history.jsonl``), and the full checks table.
 
 Plot inputs, by convention (all optional; a plot without data is left out):
 
@@ -24,16 +28,17 @@ import html
 import io
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.report.text import format_figures, is_problem, replay_of
-from harness.results.compare import Comparison, aggregate, compare
+from harness.report.timeline import load_records, timeline_svg
+from harness.results.compare import Comparison, FigureChange, aggregate, compare, fmt_value
 from harness.results.gate import decide, signoff
-from harness.results.schema import RunResult, check_id
+from harness.results.schema import CaseResult, RunResult, check_id
 
-__all__ = ["plot_svgs", "to_html", "write_html"]
+__all__ = ["plot_svgs", "timeline_cases", "to_html", "trend_plot", "write_html"]
 
 _COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCOMPLETE": "#9a6700"}
 _BADGE = {"pass": "#1a7f37", "fail": "#cf222e", "unknown": "#9a6700", "known": "#8250df", "stale": "#cf222e"}
@@ -60,6 +65,9 @@ figure svg{width:100%;height:auto}figcaption{color:#59636e;font-size:13px;paddin
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}th{background:#eaeef2}
 td.mono{font-family:ui-monospace,monospace}.ok{color:#1a7f37}.none{color:#59636e;font-style:italic}
+tr.regressed td{background:#ffebe9}td.plot{padding:2px 4px;width:270px}td.plot svg{display:block}
+.timeline-wrap{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:8px;margin:10px 0;overflow-x:auto}
+.timeline-wrap h3{font-size:15px;margin:2px 4px 6px;font-family:ui-monospace,monospace}
 """
 
 
@@ -279,24 +287,120 @@ def _first_screen(run: RunResult) -> list[str]:
     return out
 
 
+def trend_plot(f: FigureChange) -> str:
+    """A small inline SVG: every baseline value (grey) and new value (blue, red when regressed)
+    on one axis from 0, each side's median as a bar, and the bound as a dashed red line."""
+    w, h, left, right = 260, 44, 36, 8
+    top = max([*f.base, *f.new, f.bound or 0.0, 1e-12]) * 1.08
+    def x(v: float) -> float:
+        return round(left + max(v, 0.0) / top * (w - left - right), 1)
+    colour = "#cf222e" if f.regressed else "#0969da"
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="trend-plot" width="{w}" height="{h}" '
+             f'viewBox="0 0 {w} {h}" font-family="ui-monospace,monospace" font-size="9">',
+             f"<title>{_e(f.where)} {_e(f.figure)}: baseline {_e(fmt_value(f.base_value, f.unit))}, "
+             f"this run {_e(fmt_value(f.new_value, f.unit))}</title>",
+             f'<line x1="{left}" x2="{w - right}" y1="{h - 8}" y2="{h - 8}" stroke="#d0d7de"/>']
+    for row, (label, vals, c, med) in enumerate((("base", f.base, _BASE_C, f.base_value),
+                                                  ("new", f.new, colour, f.new_value))):
+        y = 10 + row * 14
+        parts.append(f'<text x="2" y="{y + 3}" fill="#59636e">{label}</text>')
+        parts.append(f'<rect x="{left}" y="{y - 3}" width="{max(x(med) - left, 1):.1f}" height="6" fill="{c}" '
+                     f'fill-opacity="0.35"/>')
+        parts += [f'<circle cx="{x(v)}" cy="{y}" r="2.6" fill="{c}"><title>{_e(fmt_value(v, f.unit))}</title>'
+                  "</circle>" for v in vals]
+    if f.bound:
+        bx = x(f.bound)
+        parts.append(f'<line x1="{bx}" x2="{bx}" y1="2" y2="{h - 6}" stroke="#cf222e" stroke-dasharray="3 2">'
+                     f"<title>bound {_e(fmt_value(f.bound, f.unit))}</title></line>")
+        parts.append(f'<text x="{min(bx, w - 40)}" y="{h - 0.5}" fill="#cf222e">bound</text>')
+    parts.append(f'<text x="{left}" y="{h - 0.5}" fill="#59636e">0</text></svg>')
+    return "".join(parts)
+
+
 def _comparison_html(cmp: Comparison) -> list[str]:
-    out = [f"<h2>Against baseline {_e(cmp.base_id)} (tolerance {cmp.tolerance:.0%})</h2>"]
-    if cmp.ok:
-        out.append(f'<p class="ok">No regressions across {len(cmp.figures)} matched figures.</p>')
-    out.append("<table><tr><th>check</th><th>figure</th><th>baseline</th><th>this run</th><th>change</th></tr>")
-    for v in cmp.verdicts:
-        style = ' style="color:#cf222e;font-weight:700"' if v.regressed else ""
-        out.append(f"<tr{style}><td class=mono>{_e(v.case_id)}::{_e(v.check)}</td><td>verdict</td><td>{_e(v.base)}</td><td>{_e(v.new)}</td><td>{'REGRESSED' if v.regressed else 'changed'}</td></tr>")
-    same = sum(1 for f in cmp.figures if f.new == f.base)
-    for f in cmp.figures:
-        if f.new == f.base:
-            continue  # unchanged figures would bury the ones that moved
-        ch = f"{f.change:+.0%}" if f.change is not None else "from 0"
-        style = ' style="color:#cf222e;font-weight:700"' if f.regressed else ""
-        out.append(f"<tr{style}><td class=mono>{_e(f.case_id)}::{_e(f.check)}</td><td>{_e(f.figure)}</td><td>{f.base:.4g}</td><td>{f.new:.4g}</td><td>{ch}</td></tr>")
-    out.append("</table>")
-    if same:
-        out.append(f'<p class="none">{same} matched figures unchanged.</p>')
+    regs, word = cmp.regressions, cmp.verdict_word()
+    colour = "#cf222e" if not cmp.ok else "#1a7f37" if cmp.comparable else "#9a6700"
+    out = [f'<h2 id="trend">Against baseline {_e(cmp.base_id)}</h2>',
+           f'<p style="color:{colour};font-weight:700">{_e(word)}</p>',
+           f'<p class="none">{_e(cmp.rule.text())}.</p>']
+    if regs:
+        out.append("<h3>Regressions</h3><table><tr><th>check</th><th>figure</th><th>baseline</th><th>this run</th>"
+                   "<th>bound</th><th>base vs new</th><th>how sure</th></tr>")
+        for f in regs:
+            bound = _e(fmt_value(f.bound, f.unit)) if f.bound is not None else "—"
+            ch = f" ({f.change:+.0%})" if f.change is not None else ""
+            out.append(f'<tr class="regressed"><td class=mono>{_e(f.where)}</td><td>{_e(f.figure)}</td>'
+                       f"<td>{_e(fmt_value(f.base_value, f.unit))}</td><td><b>{_e(fmt_value(f.new_value, f.unit))}"
+                       f"</b>{_e(ch)}</td><td>{bound}</td><td class=plot>{trend_plot(f)}</td><td>{_e(f.sure)}</td></tr>")
+        out.append("</table>")
+    if cmp.verdicts:
+        out.append("<h3>Verdict changes</h3><table><tr><th>check</th><th>baseline</th><th>this run</th><th></th></tr>")
+        for v in cmp.verdicts:
+            cls = ' class="regressed"' if v.regressed else ""
+            label = f"[{v.label}]" if v.label else ""
+            out.append(f"<tr{cls}><td class=mono>{_e(v.case_id)}::{_e(v.check)}{_e(label)}</td><td>{_e(v.base)}</td>"
+                       f"<td>{_e(v.new)}</td><td>{'REGRESSED' if v.regressed else 'changed'}</td></tr>")
+        out.append("</table>")
+    if cmp.not_comparable:
+        out.append("<h3>Not comparable</h3><p class=none>Run differently in the two runs, so not judged:</p>"
+                   "<table><tr><th>case</th><th>what differs (baseline → this run)</th></tr>")
+        for nc in cmp.not_comparable:
+            diffs = "; ".join(f"{n} {_show(b)} → {_show(v)}" for n, b, v in nc.differences)
+            out.append(f"<tr><td class=mono>{_e(nc.case_id)}</td><td>{_e(diffs)}</td></tr>")
+        out.append("</table>")
+    if cmp.noise:
+        out.append(f'<details><summary>{len(cmp.noise)} metric changes beyond {cmp.tolerance:.0%} within the '
+                   "noise rule</summary><ul>" + "".join(f"<li class=mono>{_e(f.line())}</li>" for f in cmp.noise)
+                   + "</ul></details>")
+    if cmp.untyped:
+        out.append(f"<p class=none>Untyped figures, not compared: {_e(', '.join(cmp.untyped))}</p>")
+    return out
+
+
+def _show(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def timeline_cases(run: RunResult, which: Sequence[str] = ("failing",)) -> list[CaseResult]:
+    """The cases to draw a timeline for: ``failing`` (a check to act on, or a crash), ``all``,
+    ``none``, or case-id globs; one per history file (repeats of a case share one)."""
+    globs = [_glob(w) for w in which if w not in ("all", "failing", "none")]
+    chosen: list[CaseResult] = []
+    seen: set[str] = set()
+    for case in run.cases:
+        hist = case.artifacts.get("history")
+        if not hist or hist in seen:
+            continue
+        failing = case.error is not None or any(is_problem(v) for v in case.verdicts)
+        wanted = ("all" in which or ("failing" in which and failing)
+                  or any(g.fullmatch(case.case_id) for g in globs))
+        if wanted:
+            seen.add(hist)
+            chosen.append(case)
+    return chosen
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A case glob as ``--case`` reads it: ``*`` and ``?`` only, brackets literal (``interrupts.basic[one]``)."""
+    return re.compile("".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern))
+
+
+def _timelines_html(run: RunResult, run_dir: Path | None, which: Sequence[str]) -> list[str]:
+    cases = timeline_cases(run, which)
+    if not cases or run_dir is None:
+        return []
+    out = ['<h2 id="timelines">Timelines</h2>',
+           '<p class="none">One lane per client, the target and the nemesis; hover a mark for its details.</p>']
+    for case in cases:
+        path = run_dir / case.artifacts["history"]
+        repeats = sum(1 for c in run.cases if c.case_id == case.case_id)
+        note = f" (history of the last of {repeats} repeats)" if repeats > 1 else ""
+        out.append(f'<section class="timeline-wrap"><h3>{_e(case.case_id)}{_e(note)}</h3>')
+        try:
+            out.append(timeline_svg(load_records(path), title=case.case_id))
+        except ValueError as exc:
+            out.append(f'<p class="none">{_e(exc)}</p>')
+        out.append("</section>")
     return out
 
 
@@ -313,23 +417,27 @@ def _aggregate_html(run: RunResult) -> list[str]:
 
 
 def to_html(run: RunResult, *, baseline: RunResult | None = None, comparison: Comparison | None = None,
-            tolerance: float = 0.2, plots: bool = True) -> str:
+            tolerance: float = 0.2, plots: bool = True, run_dir: str | Path | None = None,
+            timelines: Sequence[str] = ("failing",)) -> str:
     """The whole report as one HTML string (no external references).
 
     ``plots=False`` skips matplotlib (the slow part) for a quick text-only page.
+    ``run_dir`` is where the run's artifacts are (each case's ``history.jsonl``,
+    for the timelines); ``timelines`` chooses the cases (:func:`timeline_cases`).
     """
     run = run.redacted()
     if baseline is not None and comparison is None:
         comparison = compare(baseline, run, tolerance)
     word = signoff(run)
     body = _first_screen(run)
+    if comparison is not None:
+        body += _comparison_html(comparison)
     svgs = plot_svgs(run, baseline) if plots else []
     if svgs:
         body.append('<h2>Plots</h2><div class="plots">')
         body += [f"<figure>{svg}<figcaption>{_e(cap)}</figcaption></figure>" for cap, svg in svgs]
         body.append("</div>")
-    if comparison is not None:
-        body += _comparison_html(comparison)
+    body += _timelines_html(run, Path(run_dir) if run_dir is not None else None, timelines)
     if any(c.repeat > 0 for c in run.cases):
         body += _aggregate_html(run)
     body.append("<h2>All checks</h2><table><tr><th>case</th><th>rep</th><th>check</th><th>verdict</th><th>message</th><th>figures</th></tr>")
@@ -356,8 +464,12 @@ def to_html(run: RunResult, *, baseline: RunResult | None = None, comparison: Co
     )
 
 
-def write_html(run: RunResult, path: str | Path, *, baseline: RunResult | None = None, tolerance: float = 0.2,
-               plots: bool = True) -> Path:
+def write_html(run: RunResult, path: str | Path, *, baseline: RunResult | None = None,
+               comparison: Comparison | None = None, tolerance: float = 0.2, plots: bool = True,
+               run_dir: str | Path | None = None, timelines: Sequence[str] = ("failing",)) -> Path:
+    """``report.html``; the timelines read histories from ``run_dir`` (default: the file's directory)."""
     p = Path(path)
-    p.write_text(to_html(run, baseline=baseline, tolerance=tolerance, plots=plots), encoding="utf-8")
+    p.write_text(to_html(run, baseline=baseline, comparison=comparison, tolerance=tolerance, plots=plots,
+                         run_dir=run_dir if run_dir is not None else p.parent, timelines=timelines),
+                 encoding="utf-8")
     return p

@@ -6,10 +6,12 @@ reaches back into the history or the target.  The schema is documented in
 ``docs/results-schema.md``.  Within ``schema_version`` 1 fields are only ever
 added (readers ignore keys they do not know); renaming or removing one bumps
 the version, and :func:`load_run` refuses versions it does not know rather
-than misreading them.
+than misreading them; ``schema_minor`` counts the additive changes within a
+version, so a reader can tell which optional fields to expect.
 
-Secrets never reach the disk: :func:`save_run` passes everything through
-:func:`redact` first, because run directories get uploaded as CI artifacts.
+Secrets never reach the disk: :meth:`RunResult.to_json` passes everything
+through :func:`harness.results.redact.redact`.  Run directories and
+``results.json`` on disk are :mod:`harness.results.store`'s.
 """
 
 from __future__ import annotations
@@ -18,21 +20,21 @@ import json
 import math
 import os
 import platform
-import re
-import secrets
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
+from harness.results.redact import redact
 
 __all__ = [
     "CHECK_STATUSES",
     "RESULTS_FILE",
     "RUN_STATUSES",
+    "SCHEMA_MINOR",
     "SCHEMA_VERSION",
     "CaseResult",
     "HostInfo",
@@ -41,14 +43,13 @@ __all__ = [
     "TargetInfo",
     "VerdictResult",
     "check_id",
-    "load_run",
-    "new_run_dir",
-    "redact",
-    "save_run",
     "utc_now_iso",
 ]
 
 SCHEMA_VERSION = 1
+#: Additive changes within SCHEMA_VERSION: 1 added ``comparison`` (a run against its baseline).
+#: Files written before the field existed read as minor 0.
+SCHEMA_MINOR = 1
 RESULTS_FILE = "results.json"
 #: pass/fail/unknown come from checkers; known and stale are set by
 #: harness.results.known_failures (a listed failure, and a listed check that now passes).
@@ -182,6 +183,9 @@ class RunResult:
     exit_code: int | None = None
     #: Set by harness.results.known_failures.apply_known: source file, excused, stale, expired, unused.
     known_failures: dict[str, Any] | None = None
+    #: Set by ``wschaos run --baseline``: this run against its baseline, as
+    #: :meth:`harness.results.compare.Comparison.to_dict` writes it (schema minor 1).
+    comparison: dict[str, Any] | None = None
 
     # -- reading -------------------------------------------------------------
     def checks(self) -> Iterator[tuple[CaseResult, VerdictResult]]:
@@ -202,7 +206,7 @@ class RunResult:
 
     # -- (de)serialisation ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        d: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "schema_minor": SCHEMA_MINOR}
         d.update(asdict(self))
         d["summary"] = self.summary
         return d
@@ -281,156 +285,3 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
-
-
-# -- redaction ---------------------------------------------------------------------
-
-MASK = "***"
-#: Words that make a key (or a --flag) secret, matched against its parts
-#: ("access_token", "X-Api-Key", "clientSecret"), so "monkey" or "max_tokens" are left alone.
-SECRET_WORDS = frozenset(
-    {"authorization", "auth", "token", "secret", "password", "passwd", "pwd", "key", "apikey",
-     "cookie", "credential", "credentials", "passphrase"}
-)
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
-_QUERY_PARAM = re.compile(r"(?P<pre>[?&;])(?P<name>[^=&#\s]+)=(?P<val>[^&#\s]*)")
-_AUTH_HEADER = re.compile(r"(?i)\b(?P<name>(?:proxy-)?authorization|cookie|x-api-key)(?P<sep>\s*[:=]\s*)(?P<val>.+)")
-_FLAG = re.compile(r"^--?(?P<name>[A-Za-z][\w.-]*)(?:=(?P<val>.*))?$", re.S)
-#: A secret flag inside a command line held as one string (a replay command, a --target-cmd).
-_FLAG_IN_TEXT = re.compile(r"""(?<![\w-])(?P<flag>--?(?P<name>[A-Za-z][\w.-]*))(?P<sep>=|\s+)(?P<val>'[^']*'|"[^"]*"|[^\s'"]+)""")
-
-
-def _is_secret_name(name: str, words: frozenset[str]) -> bool:
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
-    parts = [p.lower() for p in re.split(r"[^A-Za-z0-9]+", spaced) if p]
-    joined = "".join(parts)
-    return joined in words or any(p in words for p in parts)
-
-
-def _redact_str(s: str, words: frozenset[str]) -> str:
-    s = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{MASK}@", s)
-    s = _QUERY_PARAM.sub(
-        lambda m: f"{m['pre']}{m['name']}={MASK}" if _is_secret_name(m["name"], words) else m[0], s
-    )
-    s = _FLAG_IN_TEXT.sub(lambda m: _redact_flag(m, words), s)
-    return _AUTH_HEADER.sub(lambda m: f"{m['name']}{m['sep']}{MASK}", s)
-
-
-def _redact_flag(m: re.Match[str], words: frozenset[str]) -> str:
-    if _is_secret_name(m["name"], words):
-        return f"{m['flag']}{m['sep']}{MASK}"
-    val = m["val"]
-    if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
-        # A quoted command line (--target-cmd 'srv --token x') may hide secret flags of its own.
-        val = val[0] + _redact_str(val[1:-1], words) + val[0]
-    return f"{m['flag']}{m['sep']}{val}"
-
-
-def redact(obj: Any, keys: Iterable[str] = SECRET_WORDS) -> Any:
-    """A copy of ``obj`` with secrets masked.
-
-    Masks values under secret-looking keys (Authorization, ``*token*``,
-    ``*key``, ``*secret*``, ``*password*``...), the value after a secret
-    ``--flag`` in argv-like lists (``--token abc``, ``--token=abc``), URL
-    credentials (``ws://user:pass@host``), secret query parameters
-    (``?token=...``) and ``Authorization: ...`` header text inside strings.
-    """
-    words = frozenset(k.lower() for k in keys)
-    if isinstance(obj, dict):
-        return {
-            k: (MASK if v not in (None, "") and _is_secret_name(str(k), words) else redact(v, words))
-            for k, v in obj.items()
-        }
-    if isinstance(obj, (list, tuple)):
-        out: list[Any] = []
-        mask_next = False
-        for item in obj:
-            if mask_next and isinstance(item, str):
-                out.append(MASK)
-                mask_next = False
-                continue
-            mask_next = False
-            m = _FLAG.match(item) if isinstance(item, str) else None
-            if m and _is_secret_name(m["name"], words):
-                if m["val"] is None:
-                    mask_next = True
-                    out.append(item)
-                else:
-                    out.append(item.split("=", 1)[0] + "=" + MASK)
-                continue
-            out.append(redact(item, words))
-        return out
-    if isinstance(obj, str):
-        return _redact_str(obj, words)
-    return obj
-
-
-# -- run directories ---------------------------------------------------------------
-
-
-def new_run_dir(root: str | Path = "reports", run_id: str | None = None) -> Path:
-    """Create ``root/<run_id>/`` and point ``root/latest`` at it.
-
-    ``run_id`` defaults to ``<UTC timestamp>-<6 hex>`` (sortable, unique across
-    parallel runs); a given one is used verbatim and must be one path component.
-    The ``latest`` link is replaced atomically (a new link renamed over the
-    old), so a reader never sees it missing.
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    if run_id is not None and (not run_id or "/" in run_id or os.sep in run_id or run_id in (".", "..", "latest")):
-        raise ResultsError(f"run id {run_id!r} must be a single directory name other than 'latest'")
-    for _ in range(10):
-        rid = run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
-        path = root / rid
-        try:
-            path.mkdir()
-            break
-        except FileExistsError:
-            if run_id is not None:
-                raise ResultsError(f"{path}: run directory already exists") from None
-    else:  # pragma: no cover - ten random collisions
-        raise ResultsError(f"{root}: could not create a unique run directory")
-    _point_latest(root, rid)
-    return path
-
-
-def _point_latest(root: Path, name: str) -> None:
-    latest = root / "latest"
-    if latest.exists() and not latest.is_symlink():
-        return  # someone's real directory or file: never clobber it
-    tmp = root / f".latest-{secrets.token_hex(4)}"
-    try:
-        os.symlink(name, tmp, target_is_directory=True)
-        os.replace(tmp, latest)
-    except OSError:
-        # No symlinks (some Windows setups): leave a pointer file instead.
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        (root / "latest.txt").write_text(name + "\n", encoding="utf-8")
-
-
-def save_run(run: RunResult, run_dir: str | Path) -> Path:
-    """Write ``run_dir/results.json`` (redacted) atomically; returns its path."""
-    path = Path(run_dir) / RESULTS_FILE
-    tmp = path.with_name(f".{RESULTS_FILE}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(run.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def load_run(dir_or_file: str | Path) -> RunResult:
-    """A run from a run directory (its ``results.json``), ``reports/latest``, or a results file."""
-    p = Path(dir_or_file)
-    path = p / RESULTS_FILE if p.is_dir() else p
-    if not path.exists():
-        what = "no results.json in this directory" if p.is_dir() else "no such results file"
-        raise ResultsError(f"{path}: {what}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: cannot read: {exc}") from None
-    return RunResult.from_json(text, source=str(path))
-

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from harness.core.timing import scaled
+from harness.engine.scenario import ScenarioError
 from harness.probes.observe import DrainWatch as _DrainWatch
 
 if TYPE_CHECKING:
@@ -31,10 +32,6 @@ __all__ = [
 ]
 
 LONG = {"chunks": 100000, "chunk_delay_ms": 10}
-
-
-class ScenarioError(RuntimeError):
-    """The target did not let a scenario set up its situation (the case reports unknown)."""
 
 
 async def wait_first_chunk(client: Client, request_id: str, timeout: float) -> bool:

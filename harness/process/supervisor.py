@@ -356,6 +356,11 @@ class Supervisor:
         return self.exit_report
 
     @property
+    def stopped_by_harness(self) -> bool:
+        """True once :meth:`stop` ended a target that was still running: its exit is wschaos's doing."""
+        return self._killed_by_harness
+
+    @property
     def exit_report(self) -> ExitReport | None:
         """The report once the target has exited, else None (classified by harness.process.exit)."""
         if not self._exited.is_set() or self.returncode is None or self.exited_ns is None:

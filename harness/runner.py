@@ -33,7 +33,7 @@ from harness.core.timing import FACTOR
 from harness.engine.scenario import CaseOutcome
 from harness.report.html import write_html
 from harness.report.text import print_failures, render_console, to_junit, to_markdown
-from harness.results.gate import Decision, decide
+from harness.results.gate import Decision, case_word, decide
 from harness.results.known_failures import KnownFailures, apply_known
 from harness.results.schema import CaseResult, RunResult, TargetInfo, utc_now_iso
 from harness.results.store import load_run, new_run_dir, save_run
@@ -71,9 +71,10 @@ class GateRun:
 class _Collector:
     """Receives outcomes and drives the progress display; one per pytest session."""
 
-    def __init__(self, console: Console, label: str) -> None:
+    def __init__(self, console: Console, label: str, known: KnownFailures | None = None) -> None:
         self.console = console
         self.label = label
+        self.known = known
         self.outcomes: list[CaseOutcome] = []
         self.settings: Any = None
         self.collect_errors: list[str] = []
@@ -118,7 +119,8 @@ class _Collector:
 
         # Settings are loaded lazily; a bad option is reported by the plugin itself.
         with contextlib.suppress(Exception):
-            load_settings(config).progress = self.on_progress
+            self.settings = load_settings(config)
+            self.settings.progress = self.on_progress
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         case = nodeid.split("[", 1)[1][:-1] if "[" in nodeid else nodeid
@@ -134,17 +136,33 @@ class _Collector:
             return
         self.done += 1
         case = report.nodeid.split("[", 1)[1][:-1] if "[" in report.nodeid else report.nodeid
-        word = "PASS" if report.passed else "SKIP" if report.skipped else "FAIL"
-        style = {"PASS": "green", "SKIP": "yellow", "FAIL": "bold red"}[word]
+        word = self._word(case, report)
+        style = {"PASS": "green", "SKIP": "yellow", "FAIL": "bold red", "KNOWN": "magenta",
+                 "UNKNOWN": "bold yellow"}[word]
         elapsed = time.monotonic() - self.started
         # Text, not markup: "[ctrl_c-idle]" in a case id would be read as a style tag.
         line = Text.assemble((f"{word:4}", style), f" {case} ({report.duration:.1f}s, {self.done}/{self.total}, "
                              f"{elapsed:.0f}s elapsed)")
+        outcome = self._outcome(case)
+        if word == "SKIP" and outcome is not None and outcome.skipped:
+            line.append(f": {outcome.skipped}", style="dim")
         if self.progress is not None:
             self.progress.console.print(line)
             self.progress.advance(self.task)
         else:
             self.console.print(line)
+
+    def _outcome(self, case: str) -> CaseOutcome | None:
+        outcomes = getattr(self.settings, "outcomes", None) or []
+        return next((o for o in reversed(outcomes) if o.case_id == case), None)
+
+    def _word(self, case: str, report: pytest.TestReport) -> str:
+        """The case's word as the gate will judge it: PASS, FAIL, KNOWN (excused), UNKNOWN or SKIP."""
+        outcome = self._outcome(case)
+        if outcome is None:
+            return "PASS" if report.passed else "SKIP" if report.skipped else "FAIL"
+        return case_word(case, [(v.check, v.status) for v in outcome.verdicts], skipped=outcome.skipped,
+                         known=self.known)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.progress is not None:
@@ -219,7 +237,7 @@ def run_gate(opts: GateOptions, console: Console) -> GateRun:
     try:
         for i in range(opts.repeat):
             label = f"run {i + 1}/{opts.repeat}" if opts.repeat > 1 else "gate"
-            collector = _Collector(_uncaptured(console), label)
+            collector = _Collector(_uncaptured(console), label, known=opts.known)
             try:
                 code = pytest.main(_pytest_args(opts, run_dir, seed + i), plugins=[collector])
             finally:

@@ -255,7 +255,7 @@ def _first_screen(run: RunResult) -> list[str]:
         f'<div class="word">{word}</div><div><div class="sub">wschaos release report · exit {int(code)} {code.name}'
         f" · {s['checks']} checks in {s['cases']} cases</div><div class=\"chips\">{chips}</div></div></section>",
         '<dl class="meta">',
-        f"<dt>target</dt><dd>{_e(run.target.name)}{faults}</dd><dt>seed</dt><dd>{_e(run.seed)}</dd>",
+        f"<dt>target</dt><dd>{_e(run.target.label)}{faults}</dd><dt>seed</dt><dd>{_e(run.seed)}</dd>",
         f"<dt>date</dt><dd>{_e(run.started_at)}</dd><dt>duration</dt><dd>{run.duration_s:.1f} s</dd>",
         f"<dt>profile</dt><dd>{_e(run.profile)}</dd><dt>time factor</dt><dd>{_e(run.time_factor)}</dd>",
         f"<dt>run</dt><dd>{_e(run.run_id)}</dd><dt>wschaos</dt><dd>{_e(run.wschaos_version)}</dd>",
@@ -454,7 +454,7 @@ def to_html(run: RunResult, *, baseline: RunResult | None = None, comparison: Co
         f"<dt>python</dt><dd>{_e(run.host.python)}</dd><dt>platform</dt><dd>{_e(run.host.platform)} · {_e(run.host.cpus)} cpus</dd>",
         "</dl>",
     ]
-    title = f"wschaos {word}: {run.target.name} seed {run.seed} ({run.started_at})"
+    title = f"wschaos {word}: {run.target.label} seed {run.seed} ({run.started_at})"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'

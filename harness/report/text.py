@@ -90,7 +90,7 @@ def _header_facts(run: RunResult) -> str:
     faults = f" (faults: {', '.join(run.target.faults)})" if run.target.faults else ""
     return (
         f"{counts or 'no checks'} · {s['cases']} cases · seed {run.seed} · "
-        f"target {run.target.name}{faults} · profile {run.profile}"
+        f"target {run.target.label}{faults} · profile {run.profile}"
     )
 
 
@@ -270,7 +270,7 @@ def to_junit(run: RunResult) -> str:
     suite = ET.Element("testsuite", name=f"wschaos.{_x(run.profile)}", timestamp=_x(run.started_at))
     props = ET.SubElement(suite, "properties")
     for name, value in (
-        ("seed", run.seed), ("target", run.target.name), ("faults", ",".join(run.target.faults)),
+        ("seed", run.seed), ("target", run.target.label), ("faults", ",".join(run.target.faults)),
         ("profile", run.profile), ("run_id", run.run_id), ("wschaos_version", run.wschaos_version),
         ("time_factor", run.time_factor),
     ):

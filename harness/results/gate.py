@@ -23,13 +23,14 @@ unknowns are still listed among the reasons.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
 from typing import Literal, NamedTuple
 
 from harness.results.known_failures import KnownFailures, apply_known
 from harness.results.schema import RunResult, check_id
 
-__all__ = ["Decision", "ExitCode", "SignOff", "decide", "signoff"]
+__all__ = ["CaseWord", "Decision", "ExitCode", "SignOff", "case_word", "decide", "signoff"]
 
 
 class ExitCode(IntEnum):
@@ -42,6 +43,7 @@ class ExitCode(IntEnum):
 
 
 SignOff = Literal["PASS", "FAIL", "INCOMPLETE"]
+CaseWord = Literal["PASS", "FAIL", "KNOWN", "UNKNOWN", "SKIP"]
 
 
 class Decision(NamedTuple):
@@ -90,6 +92,28 @@ def decide(run: RunResult, known: KnownFailures | None = None) -> Decision:
     if run.summary["checks"] == 0:
         return Decision(ExitCode.NO_CHECKS, ["no checks ran (no case selected, or every case skipped)"])
     return Decision(ExitCode.OK, reasons)
+
+
+def case_word(case_id: str, verdicts: Iterable[tuple[str, str]], *, skipped: str | None = None,
+              known: KnownFailures | None = None) -> CaseWord:
+    """One case's word in the progress line, agreeing with what the gate will decide.
+
+    ``verdicts`` are ``(check, status)`` pairs. A failure a known-failures
+    entry excuses is KNOWN (the run can still exit 0); a case whose worst
+    verdict is unknown is UNKNOWN, never FAIL nor PASS.
+    """
+    pairs = list(verdicts)
+    if not pairs:
+        return "SKIP" if skipped is not None else "UNKNOWN"
+    entries = known.entries if known is not None else ()
+    failing = [check for check, status in pairs if status == "fail"]
+    if any(not any(e.matches(case_id, check) for e in entries) for check in failing):
+        return "FAIL"
+    if any(status == "unknown" for _, status in pairs):
+        return "UNKNOWN"
+    if failing or any(status == "known" for _, status in pairs):
+        return "KNOWN"
+    return "PASS"
 
 
 def signoff(run: RunResult, known: KnownFailures | None = None) -> SignOff:

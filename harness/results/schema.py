@@ -20,6 +20,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -149,6 +150,17 @@ class TargetInfo:
     argv: list[str] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     adapter: str = "reference"
+
+    @property
+    def label(self) -> str:
+        """How outputs name the target: its name and, for anything but the reference server, its command."""
+        if self.name == "reference" or not self.argv:
+            return self.name or "target"
+        argv = [Path(self.argv[0]).name, *self.argv[1:]]
+        cmd = shlex.join(argv)
+        cmd = cmd if len(cmd) <= 100 else cmd[:97] + "..."
+        named = self.name and self.name not in (self.argv[0], argv[0])
+        return f"{self.name} ({cmd})" if named else cmd
 
     @classmethod
     def from_target(cls, target: Any) -> TargetInfo:

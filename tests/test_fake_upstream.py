@@ -90,3 +90,51 @@ def test_thread_runner_and_cli():
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_marker_in_the_prompt_shapes_the_stream():
+    """The reply options a scenario asked for reach the fake inside the user's message and shape its stream."""
+    from harness.protocol.shape import parse_shape, shape_marker
+
+    marker = shape_marker({"chunks": 3, "chunk_delay_ms": 1, "block_ms": 50, "agent": "ignored"})
+    assert marker == " [[wschaos chunks=3 chunk_delay_ms=1 block_ms=50]]"
+    assert parse_shape([{"type": "text", "text": "hi" + marker}]) == {"chunks": 3, "chunk_delay_ms": 1, "block_ms": 50}
+    assert parse_shape("no marker here") == {} and shape_marker({"agent": "async"}) == ""
+
+    async def body():
+        async with FakeUpstream(tokens=500, token_delay_ms=20) as up, aiohttp.ClientSession() as s:
+            t0 = time.monotonic()
+            resp = await s.post(up.base_url + "/chat/completions", json={
+                "model": "m", "stream": True, "messages": [{"role": "user", "content": "story" + marker}]})
+            lines = [ln.decode().strip() async for ln in resp.content if ln.strip()]
+            assert len(lines) == 4 and lines[-1] == "data: [DONE]"  # 3 tokens, not the default 500
+            assert time.monotonic() - t0 >= 0.05  # the stall before the first token
+
+    run(body())
+
+
+def test_a_declared_upstream_is_started_for_the_case_and_named_by_the_targets_variable(tmp_path):
+    """[target.upstream]: every case gets the fake under the target's own variable, replies shaped by the case."""
+    from dataclasses import replace
+
+    from harness.core.timing import scaled
+    from harness.engine.scenario import Case, run_case_sync
+    from harness.target.declared import Upstream
+    from harness.target.spec import reference_target
+
+    seen: dict[str, object] = {}
+
+    async def case(ctx) -> None:  # type: ignore[no-untyped-def]
+        sup = await ctx.start_target()
+        c = await ctx.client(sup)
+        reply = await c.reply(await c.request("hello", agent="upstream", chunks=4, chunk_delay_ms=1), scaled(5))
+        seen["chunks"] = len(reply.seqs)
+        seen["env"] = sup.env.get("MY_LLM_URL")
+        seen["fake"] = ctx._upstreams[0].base_url
+        ctx.check(__import__("harness.checkers", fromlist=["x"]).process_alive(sup.is_running()))
+
+    # The reference server reads OPENAI_BASE_URL; the declared variables are set for it.
+    target = replace(reference_target(), upstream=Upstream(env=("OPENAI_BASE_URL", "MY_LLM_URL")))
+    out = run_case_sync(Case(scenario="upstream.test", name="x", fn=case), target, seed=1, run_dir=tmp_path)
+    assert [v.status for v in out.verdicts] == ["pass"], out.verdicts
+    assert seen["env"] == seen["fake"] and seen["chunks"] == 4

@@ -36,6 +36,7 @@ from harness.core.sockets import fin_close, pause_transport, resume_transport, r
 from harness.core.timing import now_ns, scaled
 from harness.protocol.adapters import Adapter, ReferenceAdapter
 from harness.protocol.frames import Frame, InterruptResult, Reply, frame_record
+from harness.protocol.shape import shape_marker
 from harness.target.spec import check_loopback
 
 __all__ = [
@@ -119,6 +120,7 @@ class Client:
         compression: str | None = None,
         keep_frames: bool = True,
         send_timeout: float | None = None,
+        shape_upstream: bool = False,
     ) -> None:
         if not allow_remote and url not in _LOOPBACK_OK:
             check_loopback(url, where=f"client {name}")
@@ -126,6 +128,8 @@ class Client:
                 _LOOPBACK_OK.clear()
             _LOOPBACK_OK.add(url)
         self.url = url
+        #: Carry each request's reply shape in its text to the target's (fake) LLM upstream.
+        self.shape_upstream = shape_upstream
         self.adapter = adapter or _REFERENCE
         self.history = history if history is not None else History()
         self.name = name
@@ -282,6 +286,10 @@ class Client:
     async def request(self, text: str = "hello", *, request_id: str | None = None, **options: Any) -> str:
         """Send a request; returns its id. Collect the answer with :meth:`reply`."""
         rid = request_id or self._next_id("r")
+        if self.shape_upstream:
+            # The target forwards the text to its LLM upstream (wschaos's fake), which
+            # shapes the reply from this marker: the options reach it whatever the service.
+            text = text + shape_marker(options)
         data = self.adapter.encode_request(rid, text, options, self.session_id)
         op = self.history.begin(self.name, "request", request_id=rid, text=text, options=options)
         pend = Pending(rid, op, now_ns(), asyncio.get_running_loop().create_future())

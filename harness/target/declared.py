@@ -42,8 +42,10 @@ __all__ = [
     "Capabilities",
     "Conventions",
     "DeclarationError",
+    "Upstream",
     "capabilities_from_mapping",
     "conventions_from_mapping",
+    "upstream_from_mapping",
 ]
 
 #: PROTOCOL.md's agents.
@@ -62,6 +64,23 @@ FLAG_PLACEHOLDERS: dict[str, tuple[str, str]] = {
 InterruptOrder = Literal["final_then_ack", "ack_then_final", "either"]
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """The target's LLM upstream, which wschaos replaces with its fake for every case.
+
+    ``env``: the variables that receive the fake's base URL (the part before
+    ``/chat/completions``); ``config``: a file written before the target starts,
+    from a template with ``{base_url}``, for a service that reads a config file.
+    Each reply is shaped from the request the scenario made (length, pace, a
+    stall standing in for a blocked call), carried to the fake inside the
+    request's text, so a service that forwards the user's message forwards it.
+    """
+
+    env: tuple[str, ...] = ("OPENAI_BASE_URL",)
+    config_path: str | None = None
+    config_template: str | None = None
+
+
 class DeclarationError(ValueError):
     """A conventions or capabilities table is invalid; the message names the key."""
 
@@ -76,6 +95,8 @@ class Conventions:
     interrupt_order: InterruptOrder = "final_then_ack"
     replaces_active: bool = False
     after_ack_grace_ms: float = 0.0
+    #: /health turns 503 while draining (PROTOCOL.md); false for a service whose health never drains.
+    health_draining: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,7 +135,7 @@ def conventions_from_mapping(table: Mapping[str, Any], *, source: str) -> Conven
                 isinstance(c, int) and not isinstance(c, bool) and 1000 <= c <= 4999 for c in codes):
             raise DeclarationError(f"{where}.close_codes must be a non-empty list of close codes (1000-4999), not {codes!r}")
         kw["close_codes"] = tuple(codes)
-    for key in ("shutdown_finals", "replaces_active"):
+    for key in ("shutdown_finals", "replaces_active", "health_draining"):
         if key in table:
             kw[key] = _bool(table, key, where)
     if "stderr_max_lines" in table:
@@ -156,6 +177,29 @@ def capabilities_from_mapping(table: Mapping[str, Any], *, source: str, default_
                 raise DeclarationError(f"{where}.hooks.{name} must be a non-empty list of argument strings")
             hooks[name] = tuple(args)
     return Capabilities(agents=agents, hooks=hooks)
+
+
+def upstream_from_mapping(table: Mapping[str, Any], *, source: str, base_dir: Any = None) -> Upstream:
+    """Validate ``[target.upstream]``: ``env`` (a name or a list), optional ``config = { path, template }``."""
+    where = f"{source}: upstream"
+    _no_unknown(table, {"env", "config"}, where)
+    env = table.get("env", ["OPENAI_BASE_URL"])
+    if isinstance(env, str):
+        env = [env]
+    if not isinstance(env, list) or not all(isinstance(e, str) and e.isidentifier() for e in env):
+        raise DeclarationError(f"{where}.env must be a variable name or a list of them, not {env!r}")
+    path = template = None
+    if "config" in table:
+        cfg = table["config"]
+        _no_unknown(cfg, {"path", "template"}, f"{where}.config")
+        path, template = cfg.get("path"), cfg.get("template")
+        if not isinstance(path, str) or not isinstance(template, str) or "{base_url}" not in template:
+            raise DeclarationError(f"{where}.config needs path (a string) and template (a string with {{base_url}})")
+        if base_dir is not None and not path.startswith("/"):
+            path = str(base_dir / path)
+    if not env and path is None:
+        raise DeclarationError(f"{where}: give env or config, or the target cannot be told where its upstream is")
+    return Upstream(env=tuple(env), config_path=path, config_template=template)
 
 
 def _no_unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:

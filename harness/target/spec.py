@@ -28,8 +28,16 @@ from harness.target.declared import (
     Capabilities,
     Conventions,
     DeclarationError,
+    Upstream,
     capabilities_from_mapping,
     conventions_from_mapping,
+    upstream_from_mapping,
+)
+from harness.target.interactive import (
+    REFERENCE_DIALOGUE,
+    InteractiveError,
+    InteractiveSpec,
+    interactive_from_mapping,
 )
 
 if sys.version_info >= (3, 11):
@@ -141,6 +149,20 @@ class Target:
     conventions: Conventions = field(default_factory=Conventions)
     #: Its agents and the test hooks it declares.
     capabilities: Capabilities = field(default_factory=Capabilities)
+    #: The interactive client's dialogue (``[target.interactive]``); ``interactive_client`` is the short form.
+    interactive: InteractiveSpec | None = None
+    #: Its LLM upstream: wschaos starts its fake for every case and shapes each reply.
+    upstream: Upstream | None = None
+    #: Counters of PROTOCOL.md's /stats under the target's own names (``{"active_requests": "turns"}``).
+    stats_keys: Mapping[str, str] = field(default_factory=dict)
+
+    def interactive_spec(self) -> InteractiveSpec | None:
+        """The client to drive: the declared dialogue, or the reference one for ``interactive_client``."""
+        if self.interactive is not None:
+            return self.interactive
+        if self.interactive_client:
+            return replace(REFERENCE_DIALOGUE, argv=self.interactive_client)
+        return None
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -203,7 +225,8 @@ class Target:
         return replace(target, argv=tuple(argv))
 
     def has_agent(self, agent: str) -> bool:
-        return agent in self.capabilities.agents
+        """A declared agent; a declared LLM upstream is the upstream agent of every request."""
+        return agent in self.capabilities.agents or (agent == "upstream" and self.upstream is not None)
 
     def with_args(self, *args: str) -> Target:
         return replace(self, argv=(*self.argv, *args))
@@ -361,7 +384,14 @@ def target_from_mapping(
                 raise TargetError(f"{source}: {key} must be a path string or false")
             kw[key] = val or None
     if "interactive_client" in table:
+        if "interactive" in table:
+            raise TargetError(f"{source}: give interactive_client (the short form) or [target.interactive], not both")
         kw["interactive_client"] = tuple(shlex.split(_expect(table, "interactive_client", str, source)))
+    if "stats_keys" in table:
+        keys = _expect(table, "stats_keys", dict, source)
+        if not all(isinstance(v, str) for v in keys.values()):
+            raise TargetError(f"{source}: stats_keys values must be the target's key names (strings)")
+        kw["stats_keys"] = dict(keys)
     for key in ("python_probe", "allow_remote", "protocol_flags"):
         if key in table:
             kw[key] = _expect(table, key, bool, source)
@@ -396,7 +426,13 @@ def target_from_mapping(
         default_agents = AGENTS if kw.get("adapter", "reference") == "reference" else ("async",)
         kw["capabilities"] = capabilities_from_mapping(
             _expect(table, "capabilities", dict, source, default={}), source=source, default_agents=default_agents)
-    except DeclarationError as exc:
+        if "upstream" in table:
+            kw["upstream"] = upstream_from_mapping(_expect(table, "upstream", dict, source), source=source,
+                                                   base_dir=base_dir)
+        if "interactive" in table:
+            kw["interactive"] = interactive_from_mapping(_expect(table, "interactive", dict, source),
+                                                         source=source, base_dir=base_dir)
+    except (DeclarationError, InteractiveError) as exc:
         raise TargetError(str(exc)) from None
     if "limits" in table:
         lim = _expect(table, "limits", dict, source)

@@ -32,9 +32,17 @@ from typing import Any
 
 from aiohttp import web
 
+from harness.protocol.shape import parse_shape, shape_marker
 from harness.target.spec import check_loopback
 
-__all__ = ["FakeUpstream", "StreamRecord", "main", "running_in_thread"]
+__all__ = [
+    "FakeUpstream",
+    "StreamRecord",
+    "main",
+    "parse_shape",
+    "running_in_thread",
+    "shape_marker",
+]
 
 
 @dataclass
@@ -96,10 +104,13 @@ class FakeUpstream:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
         if not isinstance(body, dict) or body.get("stream") is not True:
             return web.json_response({"error": {"message": "only stream=true is served"}}, status=400)
-        tokens = int(request.query.get("tokens", self.tokens))
-        delay_s = float(request.query.get("token_delay_ms", self.token_delay_ms)) / 1000.0
         messages = body.get("messages") or [{}]
         prompt = messages[-1].get("content") if isinstance(messages[-1], dict) else None
+        # A scenario's reply shape, carried in its request's text, wins over the defaults.
+        shape = parse_shape(prompt)
+        tokens = int(shape.get("chunks", request.query.get("tokens", self.tokens)))
+        delay_s = float(shape.get("chunk_delay_ms", request.query.get("token_delay_ms", self.token_delay_ms))) / 1000.0
+        stall_s = shape.get("block_ms", 0.0) / 1000.0
         rec = StreamRecord(id=len(self.streams), started_ns=time.monotonic_ns(),
                            tokens_planned=tokens, prompt=prompt)
         self.streams.append(rec)
@@ -107,6 +118,8 @@ class FakeUpstream:
         try:
             await resp.prepare(request)
             await self._notify()
+            if stall_s:
+                await asyncio.sleep(stall_s)  # stands in for a blocked call: the stream's own pace
             for i in range(tokens):
                 if delay_s:
                     await asyncio.sleep(delay_s)

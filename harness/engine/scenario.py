@@ -204,7 +204,8 @@ class Context:
         self._names = 0
         self._progress: Callable[[str, int, int, str], None] | None = None
         #: Every question about the target's state goes to the probes.
-        self.probes = Observer(self.history, stats_path=target.stats_path, python_probe=target.python_probe)
+        self.probes = Observer(self.history, stats_path=target.stats_path, python_probe=target.python_probe,
+                               stats_keys=target.stats_keys)
         #: Every fault goes through the nemesis, which records it in the history.
         self.nemesis = Nemesis(self.history)
 

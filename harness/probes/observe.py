@@ -57,10 +57,13 @@ def _as_sample(source: str, data: dict[str, Any] | None) -> Sample:
 class Observer:
     """The probes of one case: each sample recorded in the history it was given."""
 
-    def __init__(self, history: History | None, *, stats_path: str | None, python_probe: bool) -> None:
+    def __init__(self, history: History | None, *, stats_path: str | None, python_probe: bool,
+                 stats_keys: Mapping[str, str] | None = None) -> None:
         self.history = history
         self.stats_path = stats_path
         self.python_probe = python_probe
+        #: PROTOCOL.md's counter -> the target's own name for it.
+        self.stats_keys = dict(stats_keys or {})
 
     # -- one sample ------------------------------------------------------------
     async def stats(self, sup: Observed) -> dict[str, Any] | None:
@@ -72,8 +75,18 @@ class Observer:
             finally:
                 await probe.close()
             if s.ok:
-                return s.data
+                return self._protocol_names(s.data)
         return await self.python_view(sup)
+
+    def _protocol_names(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The target's counters under PROTOCOL.md's names, as its ``stats_keys`` map them."""
+        if not self.stats_keys:
+            return data
+        out = dict(data)
+        for ours, theirs in self.stats_keys.items():
+            if theirs in data:
+                out[ours] = data[theirs]
+        return out
 
     async def python_view(self, sup: Observed) -> dict[str, Any] | None:
         """Tasks and threads as the injected Python probe sees them, or None without the probe."""

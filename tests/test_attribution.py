@@ -109,3 +109,36 @@ def test_a_pass_that_holds_only_under_the_time_factor_is_flagged():
     assert flag_stretched(stretched, 1.0) is stretched
     p99 = passed("interrupts.ack_latency", "p99 300 ms <= 400", p99_ms=300.0, bound_ms=400.0)
     assert flag_stretched(p99, 2.0).figures["stretched_by_time_factor"] == 2.0  # p99 300 ms > unscaled 200 ms
+
+
+BINDER = ("import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); "
+          "print(f'LISTENING 127.0.0.1:{sys.argv[1]}', flush=True); time.sleep(30)")
+
+
+def test_a_picked_port_taken_first_is_a_race_wschaos_retries_not_the_targets_failure(tmp_path: Path, monkeypatch):
+    """The free port wschaos picked was taken before the target bound it: start again on another port."""
+    import socket
+
+    import harness.process.supervisor as supmod
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    taken = held.getsockname()[1]
+    real = supmod.free_port
+    picks = iter([taken])
+    monkeypatch.setattr(supmod, "free_port", lambda host: next(picks, None) or real(host))
+    target = Target(name="binder", argv=(sys.executable, "-c", BINDER, "{port}"), stats_path=None, health_path=None)
+    seen: dict[str, int] = {}
+
+    async def start(ctx) -> None:  # type: ignore[no-untyped-def]
+        sup = await ctx.start_target()
+        seen["port"] = sup.port
+        ctx.check(__import__("harness.checkers", fromlist=["x"]).process_alive(sup.is_running()))
+
+    try:
+        out = run_case_sync(case(start), target, seed=1, run_dir=tmp_path)
+    finally:
+        held.close()
+    assert [v.status for v in out.verdicts] == ["pass"], out.verdicts
+    assert seen["port"] != taken and "target.started" not in by_check(out)

@@ -275,18 +275,25 @@ class Context:
         extra_env = dict(env or {})
         if tgt.upstream is not None:
             extra_env.update(await self._upstream_env(tgt))
-        # The supervisor injects the Python probe where the target asks for it.
-        sup = Supervisor(
-            tgt,
-            self.run_dir,
-            pty=pty,
-            history=self.history,
-            name=name or f"target{len(self._supervisors) + 1}",
-            extra_env=extra_env,
-        )
-        self._supervisors.append(sup)
-        await sup.start()
-        return sup
+        from harness.process.supervisor import PortTakenError
+
+        name = name or f"target{len(self._supervisors) + 1}"
+        for attempt in range(PORT_RACE_TRIES):
+            # The supervisor injects the Python probe where the target asks for it.
+            sup = Supervisor(tgt, self.run_dir, pty=pty, history=self.history, name=name, extra_env=extra_env)
+            self._supervisors.append(sup)
+            try:
+                await sup.start()
+            except PortTakenError as exc:
+                # Another process took the free port first: start again on another, and
+                # forget this attempt, which is no part of the target's conduct.
+                self._supervisors.remove(sup)
+                self.history.observe("supervisor", "port_taken", name=name, port=sup.port, attempt=attempt + 1)
+                if attempt + 1 == PORT_RACE_TRIES:
+                    raise exc
+                continue
+            return sup
+        raise AssertionError("unreachable")
 
     async def _upstream_env(self, tgt: Target) -> dict[str, str]:
         """Point the target's declared LLM upstream at the case's fake (started on first use)."""
@@ -394,6 +401,12 @@ class Context:
                 problems.append(f"{sup.name} printed {marks[0]!r}{more}; stderr ends: {_quote(sup.output('stderr'))}")
         return problems
 
+    async def settle_exits(self, timeout: float) -> None:
+        """Wait (bounded, together) for targets that are exiting to be reaped, so their exit is on record."""
+        running = [s for s in self._supervisors if s.name not in self._helpers and s.is_running()]
+        if running:
+            await asyncio.gather(*(s.wait_exit(timeout) for s in running), return_exceptions=True)
+
     def _disturbed(self, sup: Supervisor) -> bool:
         """True when wschaos signalled or stopped the target: what followed is partly its doing."""
         signalled = {o.data.get("name") for o in self.history.observations("signal", source="supervisor")}
@@ -424,6 +437,9 @@ def _write_config(path: str, text: str) -> str:
     p.write_text(text, encoding="utf-8")
     return str(p)
 
+
+#: How often a target is started again when the free port wschaos picked was taken first.
+PORT_RACE_TRIES = 3
 
 #: The figure a bounded verdict judged, in order of preference.
 _JUDGED = ("p99_ms", "value_ms", "exit_ms", "ms")
@@ -531,7 +547,7 @@ async def run_case(
             except NotApplicable as exc:
                 outcome.skipped = str(exc)
             except Exception as exc:
-                _judge_exception(ctx, case, case_dir, exc, outcome)
+                await _judge_exception(ctx, case, case_dir, exc, outcome)
             else:
                 problems = ctx.target_problems()
                 if problems:
@@ -551,19 +567,25 @@ async def run_case(
     return outcome
 
 
-def _judge_exception(ctx: Context, case: Case, case_dir: Path, exc: Exception, outcome: CaseOutcome) -> None:
+async def _judge_exception(ctx: Context, case: Case, case_dir: Path, exc: Exception, outcome: CaseOutcome) -> None:
     """Blame honestly: the target's refusals, drops and crashes fail the target; the rest is wschaos's."""
-    from harness.process.supervisor import TargetStartError
+    from harness.process.supervisor import PortTakenError, TargetStartError
 
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     saved = case_dir / "scenario-error.txt"
     with contextlib.suppress(OSError):
         saved.write_text(tb, encoding="utf-8")
         ctx.artifacts["scenario_error"] = str(saved)
+    if isinstance(exc, PortTakenError):
+        outcome.error = tb
+        ctx.check(unknown(f"{case.scenario}.completed", f"wschaos could not give the target a free port: {exc}"))
+        return
     if isinstance(exc, TargetStartError):
         ctx.check(target_checks.started(str(exc)))
         return
     said = _blames_target(exc)
+    if said is not None:
+        await ctx.settle_exits(scaled(0.5))  # a target that dropped us may be dying: let its exit land
     problems = ctx.target_problems()
     disturbed = ctx.disturbed_targets()
     if said is not None and disturbed and not problems:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -70,6 +71,7 @@ __all__ = [
     "CleanupReport",
     "ExitReport",  # defined in harness.process.exit; importable from here too
     "OutputWaitError",
+    "PortTakenError",
     "Supervisor",
     "SupervisorError",
     "TargetStartError",
@@ -79,6 +81,14 @@ __all__ = [
 
 class TargetStartError(RuntimeError):
     """The target died or never became ready; the message ends with its output tails."""
+
+
+class PortTakenError(TargetStartError):
+    """The free port wschaos picked for the target was taken before the target bound it: a race, not a bug of the target."""
+
+
+#: What a target prints when its port is already bound.
+_PORT_TAKEN = re.compile(r"address already in use|Errno 98|EADDRINUSE", re.IGNORECASE)
 
 
 class SupervisorError(RuntimeError):
@@ -177,7 +187,8 @@ class Supervisor:
             raise SupervisorError(f"{self.name}: start() called twice")
         self._started = True
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        if not self.port and has_port_placeholder(self.target.argv):
+        picked = not self.port and has_port_placeholder(self.target.argv)
+        if picked:
             self.port = free_port(self.host)
         problem = port_problem(self.target.readiness, self.port)
         if problem is not None:
@@ -211,7 +222,11 @@ class Supervisor:
         if problem is not None:
             await self._out.flush(scaled(1.0))
             await self.stop()
-            raise TargetStartError(f"{self.name} (pid {self.pid}): {problem}{self._out.tails_text()}")
+            tails = self._out.tails_text()
+            if picked and _PORT_TAKEN.search(tails):
+                raise PortTakenError(f"{self.name}: port {self.port}, picked free by wschaos, was taken before "
+                                     f"the target bound it{tails}")
+            raise TargetStartError(f"{self.name} (pid {self.pid}): {problem}{tails}")
         self.ready_ns = now_ns()
         if self.history is not None:
             self.history.observe(

@@ -18,6 +18,13 @@ second, the driver's own CPU time per cycle is reported: on a shared 2-core
 machine it moves far less with other load than throughput does. k6 runs once
 per round, after the Python drivers, and its medians are taken the same way.
 
+With ``--workers`` the figure also runs wschaos's churn through
+:mod:`harness.fleet`: one worker (in-process) against N worker processes
+(N = ``--workers``, or 2 when the default rule gives 1), each with the same
+``CONCURRENCY`` loops, so N workers hold N times the connections at once.
+Their cycles per second are over the workers' own span on the monotonic
+clock (from the common start to the last end; spawning is not timed).
+
 The ceiling is the server's: its own CPU per cycle (median over every run of
 every driver) says how many cycles per second one core of it could serve at
 most, ``1e6 / server us per cycle``; each driver's throughput is also given as
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -39,12 +47,14 @@ from websockets.exceptions import WebSocketException
 from harness.client.connection import Client, ClientError
 from harness.core.history import History
 from harness.core.timing import scaled
+from harness.fleet import FleetError, programs
+from harness.fleet import run as fleet_run
 
 from . import k6
 from .artillery import ArtilleryUnavailable, run_churn
-from .common import Figure, bounded, cpu_s, ratio, running
+from .common import Figure, bounded, cpu_s, driver_main, ratio, resolve_workers, running
 
-__all__ = ["CONCURRENCY", "figure"]
+__all__ = ["CONCURRENCY", "figure", "main"]
 
 CONCURRENCY = 10
 #: Upper bound of cycles per loop and run, whatever the duration: loops stay bounded in count.
@@ -129,8 +139,38 @@ async def _drive(kind: str, url: str, seconds: float, server: psutil.Process) ->
     }
 
 
-async def figure(quick: bool) -> Figure:
+async def _fleet_drive(url: str, workers: int, seconds: float, server: psutil.Process) -> dict[str, Any]:
+    """wschaos's churn on ``workers`` fleet workers, ``CONCURRENCY`` loops each."""
+    s0 = cpu_s(server)
+    result = await fleet_run(programs.churn, url, workers=workers, timeout=scaled(seconds + 60),
+                             params={"seconds": seconds, "loops": CONCURRENCY, "max_cycles": MAX_CYCLES_PER_LOOP})
+    server_cpu = cpu_s(server) - s0
+    span = result.span_s()
+    ok = sum(v["completed"] for v in result.values)
+    client_cpu = sum(w.cpu_s for w in result.workers)
+    return {
+        "workers": workers,
+        "connections_at_once": workers * CONCURRENCY,
+        "cycles": ok,
+        "failed": sum(v["failed"] for v in result.values),
+        "seconds": round(span, 3),
+        "cycles_per_s": round(ok / span, 1) if span else None,
+        "client_cpu_us_per_cycle": round(client_cpu / max(ok, 1) * 1e6),
+        "client_cpu_pct": round(client_cpu / span * 100) if span else None,
+        # Over the whole run, the workers' start included (the server idles meanwhile).
+        "server_cpu_us_per_cycle": round(server_cpu / max(ok, 1) * 1e6),
+        "history_records": len(result.history),
+        "max_rss_mb": [round(w.max_rss_kb / 1024, 1) for w in result.workers],
+    }
+
+
+async def figure(quick: bool, workers: int | None = None) -> Figure:
+    """Figure 1: churn throughput, and with the fleet 1 worker against N."""
     fig = Figure("churn", "1. churn: connect, 1-chunk request, close (10 concurrent loops)")
+    many = resolve_workers(workers)
+    many = many if many > 1 else 2
+    fleet_runs: list[dict[str, Any]] = []
+    fleet_error: str | None = None
     seconds = 1.5 if quick else 4.0
     rounds = 1 if quick else 3
     art_seconds = 2 if quick else 8
@@ -146,6 +186,13 @@ async def figure(quick: bool) -> Figure:
             order = ("wschaos", "bare") if i % 2 == 0 else ("bare", "wschaos")
             for kind in order:
                 runs.append(await _drive(kind, sup.ws_url, seconds, server))
+            if fleet_error is None:
+                for n in ((1, many) if i % 2 == 0 else (many, 1)):
+                    try:
+                        fleet_runs.append(await _fleet_drive(sup.ws_url, n, seconds, server))
+                    except (FleetError, OSError) as exc:
+                        fleet_error = f"{type(exc).__name__}: {exc}"
+                        break
             if k6_error is None:
                 # k6 every round, for its own medians; its start-up is not timed, and its
                 # CPU and the server's are taken over its load phase alone.
@@ -213,6 +260,24 @@ async def figure(quick: bool) -> Figure:
                            "artillery": ratio(a, ceiling), "k6": ratio(k, ceiling)}, "")
     fig.goal(">= 2x Artillery", None if a is None else w >= 2 * a, f"{ratio(w, a)}x")
     fig.goal(">= 0.8x bare websockets", w >= 0.8 * b, f"{ratio(w, b)}x")
+    def fleet_med(n: int, key: str) -> float | None:
+        values = [r[key] for r in fleet_runs if r["workers"] == n and r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    if fleet_runs:
+        one, more = fleet_med(1, "cycles_per_s"), fleet_med(many, "cycles_per_s")
+        fig.add("fleet: 1 worker", one, "cycles/s")
+        fig.add(f"fleet: {many} workers", more, "cycles/s")
+        fig.add(f"fleet: {many} workers / 1", ratio(more, one), "x")
+        fig.add("fleet: connections at once", {"1 worker": CONCURRENCY, f"{many} workers": many * CONCURRENCY})
+        fig.add("fleet: client CPU", {"1 worker": fleet_med(1, "client_cpu_us_per_cycle"),
+                                      f"{many} workers": fleet_med(many, "client_cpu_us_per_cycle")}, "us/cycle")
+        fig.add("fleet: client CPU use", {"1 worker": fleet_med(1, "client_cpu_pct"),
+                                          f"{many} workers": fleet_med(many, "client_cpu_pct")}, "% of a core")
+        fig.notes.append(f"fleet: {CONCURRENCY} loops per worker; cycles/s over the workers' own span"
+                         f" (one monotonic clock), medians of {rounds} round(s) each")
+    else:
+        fig.add("fleet", f"unavailable ({fleet_error})")
     failed = sum(r["failed"] for r in runs)
     if failed:
         fig.notes.append(f"{failed} wschaos cycles ended without a complete reply")
@@ -225,5 +290,14 @@ async def figure(quick: bool) -> Figure:
     fig.notes.append("ceiling = 1e6 / server CPU us per cycle (median over the wschaos, bare and k6 runs);"
                      " 'of ceiling' = throughput / ceiling")
     fig.details = {"runs": runs, "artillery": art, "artillery_error": art_error,
-                   "k6": k6_runs, "k6_error": k6_error}
+                   "k6": k6_runs, "k6_error": k6_error, "fleet": fleet_runs, "fleet_error": fleet_error}
     return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.churn [--quick] [--workers N]``: this figure alone."""
+    return driver_main("churn", figure, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

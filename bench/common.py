@@ -9,12 +9,15 @@ with the reason instead of ending the run.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import math
+import resource
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the harness is importable from the checkout
     sys.path.insert(0, str(ROOT))
 
+from harness.fleet import default_workers  # noqa: E402
 from harness.process.supervisor import Supervisor  # noqa: E402
 from harness.target.spec import Target, reference_target  # noqa: E402
 
@@ -36,8 +40,12 @@ __all__ = [
     "Goal",
     "bounded",
     "cpu_s",
+    "driver_main",
+    "fd_limits",
     "percentile",
+    "raise_fd_limit",
     "ratio",
+    "resolve_workers",
     "running",
     "spread",
     "tree_cpu_s",
@@ -190,3 +198,80 @@ def table_rows(figures: Iterable[Figure]) -> list[tuple[str, str, str, str]]:
         for note in fig.notes:
             rows.append(("", "note", "", note))
     return rows
+
+
+# -- workers, fds, and a driver's own command line --------------------------------------------
+def resolve_workers(workers: int | None, *, local_target: bool = True) -> int:
+    """``--workers`` as given, else the fleet's rule (:func:`harness.fleet.default_workers`):
+    the cores this process may use, half of them kept for a target on this machine, at least 1.
+    Every bench target is the reference server on this machine."""
+    if workers is None:
+        return default_workers(local_target=local_target)
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+    return workers
+
+
+def fd_limits() -> dict[str, int]:
+    """This process's fd limits and the kernel's ceiling for any process (``fs.nr_open``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        nr_open = hard
+    return {"soft": soft, "hard": hard, "nr_open": nr_open}
+
+
+def raise_fd_limit(want: int | None = None) -> dict[str, int | str]:
+    """Raise the soft fd limit to the hard one; with ``want`` beyond the hard limit, try to raise
+    the hard limit too (allowed to root: CAP_SYS_RESOURCE), up to ``fs.nr_open``. Children
+    (the target, the fleet's workers) inherit the result. Returns before/after and what happened."""
+    before = fd_limits()
+    soft, hard = before["soft"], before["hard"]
+    note = "unchanged"
+    if want is not None and want > hard:
+        new_hard = min(want, before["nr_open"])
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_hard, new_hard))
+            note = f"hard limit raised {hard} -> {new_hard}"
+        except (ValueError, OSError) as exc:
+            note = f"hard limit {hard} kept ({type(exc).__name__}: not allowed here)"
+    soft2, hard2 = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft2 < hard2:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard2, hard2))
+        note = note if note != "unchanged" else f"soft limit raised {soft} -> {hard2}"
+    after = fd_limits()
+    return {"soft_before": soft, "hard_before": hard, "soft": after["soft"], "hard": after["hard"],
+            "nr_open": after["nr_open"], "how": note}
+
+
+def driver_main(name: str, figure: Callable[..., Awaitable[Figure]], argv: list[str] | None = None,
+                *, sources: bool = False) -> int:
+    # ``sources`` also adds ``--servers``: both belong to the scale figure.
+    """One figure from its own command line: ``python -m bench.<name> [--quick] [--workers N]``."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=(figure.__doc__ or name).split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run, briefly")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="client worker processes (default: half the cores with the target on this machine, at least 1)")
+    if sources:
+        parser.add_argument("--sources", type=int, default=None,
+                            help="loopback source addresses 127.0.0.1..N for the clients (default: the kernel picks)")
+        parser.add_argument("--servers", type=int, default=None,
+                            help="reference server processes the connections are dealt to (default 1)")
+    parser.add_argument("--json", default=None, help="also write the figure as JSON to this file")
+    args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
+    if sources and args.sources is not None and not 1 <= args.sources <= 254:
+        parser.error(f"--sources must be between 1 and 254, not {args.sources}")
+    if sources and args.servers is not None and args.servers < 1:
+        parser.error(f"--servers must be at least 1, not {args.servers}")
+    kw: dict[str, Any] = {"workers": args.workers}
+    if sources:
+        kw["sources"], kw["servers"] = args.sources, args.servers
+    fig = asyncio.run(figure(args.quick, **kw))
+    for row in table_rows([fig]):
+        print(f"{row[0]:<8}  {row[1]:<36}  {row[2]}  {row[3]}".rstrip())
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig.as_dict(), indent=2, default=str))
+    return 0

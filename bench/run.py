@@ -1,6 +1,6 @@
 """wschaos bench: every performance figure in one run, side by side.
 
-    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--out DIR]
+    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--out DIR] [--workers N] [--sources N] [--servers N]
 
 Performance is measured here and never asserted in unit tests. All figures
 run in one process, one after another against fresh servers, so ratios hold
@@ -15,6 +15,14 @@ in ``storm``; ``--only churn,storm`` selects exactly the figures with peers.
 The load average at the start and the end goes into the JSON, since every
 figure is measured on whatever else the machine is doing.
 
+``--workers N`` is passed on to the figures that drive load from
+:mod:`harness.fleet` workers (``churn``, ``storm``, ``scale``); without it
+each uses the fleet's rule: half the cores this process may use (the target
+runs on this machine), at least 1. ``--sources N`` gives ``scale``'s clients
+the loopback source addresses 127.0.0.1 .. 127.0.0.N, and ``--servers N``
+deals its connections to N reference server processes (one process holds
+no more connections than its fd limit).
+
 Exit code: 0 when the run completed (missed goals are findings, not errors),
 2 for bad arguments.
 """
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import platform
@@ -42,7 +51,7 @@ from bench.common import ROOT, Figure, table_rows
 
 __all__ = ["FIGURES", "main"]
 
-FigureFn = Callable[[bool], Awaitable[Figure]]
+FigureFn = Callable[..., Awaitable[Figure]]
 
 #: In the issue's order; names are what ``--only`` takes.
 FIGURES: dict[str, FigureFn] = {
@@ -56,13 +65,19 @@ FIGURES: dict[str, FigureFn] = {
 }
 
 
-async def _run(names: list[str], quick: bool) -> list[Figure]:
+def _options(fn: FigureFn, options: dict[str, int | None]) -> dict[str, int | None]:
+    """The options a figure takes (``workers``, ``sources``), as given on the command line."""
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in options.items() if k in params}
+
+
+async def _run(names: list[str], quick: bool, options: dict[str, int | None] | None = None) -> list[Figure]:
     figures = []
     for name in names:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         t0 = time.monotonic()
         try:
-            fig = await FIGURES[name](quick)
+            fig = await FIGURES[name](quick, **_options(FIGURES[name], options or {}))
         except Exception as exc:  # one broken figure must not lose the others
             fig = Figure(name, name, unavailable=f"{type(exc).__name__}: {exc}")
             fig.details["traceback"] = traceback.format_exc()
@@ -101,7 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated figures: {', '.join(FIGURES)}"
                         " (the peers, Artillery and k6, are rows of churn and storm)")
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where the JSON goes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="client worker processes for churn, storm and scale (default: half the cores, at least 1)")
+    parser.add_argument("--sources", type=int, default=None,
+                        help="loopback source addresses 127.0.0.1..N for scale's clients")
+    parser.add_argument("--servers", type=int, default=None,
+                        help="reference server processes scale deals its connections to (default 1)")
     args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
+    if args.sources is not None and not 1 <= args.sources <= 254:
+        parser.error(f"--sources must be between 1 and 254, not {args.sources}")
+    if args.servers is not None and args.servers < 1:
+        parser.error(f"--servers must be at least 1, not {args.servers}")
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(FIGURES)
     unknown = [n for n in names if n not in FIGURES]
     if unknown:
@@ -109,13 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(timezone.utc)
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     t0 = time.monotonic()
-    figures = asyncio.run(_run(names, args.quick))
+    figures = asyncio.run(_run(names, args.quick, {"workers": args.workers, "sources": args.sources,
+                                                          "servers": args.servers}))
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     result = {
         "schema": 1,
         "started": started.isoformat(),
         "seconds": round(time.monotonic() - t0, 1),
         "quick": args.quick,
+        "workers": args.workers,
+        "sources": args.sources,
+        "servers": args.servers,
         "command": " ".join([os.path.relpath(sys.executable), "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "loadavg_at_start": load_at_start, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},

@@ -6,6 +6,7 @@ on sleeps; every wait is bounded through ``harness.core.timing.scaled``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import sys
@@ -19,6 +20,7 @@ import pytest
 from harness.core.proctree import is_gone
 from harness.core.timing import Deadline, scaled
 from harness.probes.forensics import find_py_spy
+from harness.process.aterminal import AsyncTerminal
 from harness.process.pty import DEFAULT_INTR, intr_char, send_intr
 from harness.process.terminal import (
     ClientGone,
@@ -244,3 +246,83 @@ def test_the_interrupt_character_is_the_ptys_own():
     finally:
         for fd in (master, slave, r, w):
             os.close(fd)
+
+
+def test_output_is_decoded_in_the_clients_encoding():
+    """A client printing GBK is read as GBK when that is its encoding; what is typed is encoded alike."""
+    s = InteractiveSession(name="gbk", encoding="gbk")
+    try:
+        # The script itself stays ASCII: the command line is encoded in the session's encoding too.
+        s.start(script(r"""
+            import sys
+            sys.stdout.buffer.write("\u5df2\u8fde\u63a5\n".encode("gbk")); sys.stdout.flush()
+            line = sys.stdin.buffer.readline().decode("gbk").strip()
+            sys.stdout.buffer.write(("\u6536\u5230 " + line + "\n").encode("gbk")); sys.stdout.flush()
+        """), ready="已连接", timeout=START)
+        s.sendline("你好")
+        assert s.expect(r"收到 (\S+)", WAIT).group(1) == "你好"
+    finally:
+        assert s.close().survivors == []
+
+
+def test_an_unknown_encoding_is_a_terminal_error():
+    """An encoding Python does not know is refused when the session is made, naming it."""
+    with pytest.raises(TerminalError, match="no-such-codec"):
+        InteractiveSession(encoding="no-such-codec")
+
+
+def test_the_async_terminal_drives_a_client_as_steps():
+    """start, expect, sendline and wait_exit are awaited one after the other while the loop runs on."""
+    async def main() -> None:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)  # proves the loop is free while a step waits
+                ticks += 1
+
+        tick = asyncio.ensure_future(ticker())
+        async with AsyncTerminal(name="steps") as term:
+            await term.start(script("""
+                import time
+                print("READY", flush=True)
+                line = input("> ")
+                time.sleep(0.3)
+                print("bye", line, flush=True)
+            """), timeout=START)
+            await term.expect("READY", START)
+            await term.expect("> ", WAIT)
+            await term.sendline("q")
+            exit_ = await term.wait_exit(WAIT)
+            assert not exit_.hung and exit_.exitstatus == 0 and "bye q" in exit_.output
+            assert term.terminal_state().usable
+        tick.cancel()
+        assert ticks >= 5, ticks
+
+    asyncio.run(main())
+
+
+def test_the_async_terminal_saves_a_hung_clients_forensics_and_close_ends_it(tmp_path):
+    """A client ignoring Ctrl+C: its forensics go to the given file; close() stops it, as cleanup does."""
+    async def main() -> None:
+        term = AsyncTerminal(name="hung")
+        await term.start(script("""
+            import signal, threading
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            print("READY", flush=True)
+            threading.Event().wait()
+        """), ready="READY", timeout=START)
+        pid = term.pid
+        sent = term.ctrl_c()
+        exit_ = await term.wait_exit(scaled(0.3))
+        assert exit_.hung and exit_.sent_ns == sent
+        found = await term.forensics("ignored Ctrl+C", path=tmp_path / "hung.forensics.txt")
+        assert found.path == tmp_path / "hung.forensics.txt"
+        assert "ignored Ctrl+C" in found.path.read_text(encoding="utf-8")
+        cleanup = await term.close()
+        assert [p.pid for p in cleanup.stopped] == [pid] and cleanup.survivors == []
+        assert await term.close() is cleanup
+        assert_gone(pid)
+
+    asyncio.run(main())

@@ -11,11 +11,16 @@ controlling terminal), so that
   read from the pty after it exits, which is how a client that freezes or
   blinds the user's terminal is caught.
 
-Every byte the client prints lands in :attr:`InteractiveSession.transcript`.
+Every byte the client prints lands in :attr:`InteractiveSession.transcript`,
+decoded in the client's encoding (the contract's ``encoding``; UTF-8 by
+default), which is also how what is typed, and the command line, are encoded.
 Exit times run from the quit or Ctrl+C keystroke to the moment the process is
 seen gone; a client still running at the bound is *hung*, and
 :meth:`InteractiveSession.forensics` then takes its thread stacks (py-spy) and
 process tree before :meth:`InteractiveSession.close` kills the whole tree.
+
+The calls here block; asyncio code (scenarios) drives the same session through
+:class:`harness.process.aterminal.AsyncTerminal`, one awaited step at a time.
 
 A known pexpect limit: after pexpect itself reads EOF from the pty it reaps
 with a blocking ``waitpid``, so a client that closes its terminal but keeps
@@ -134,14 +139,20 @@ class InteractiveSession:
     """One interactive client on its own pty. Use as a context manager, or call :meth:`close`."""
 
     def __init__(self, *, name: str = "client", log_path: Path | None = None,
-                 dimensions: tuple[int, int] = (24, 120)) -> None:
+                 dimensions: tuple[int, int] = (24, 120), encoding: str = "utf-8") -> None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise TerminalError(f"{name}: unknown encoding {encoding!r}") from None
         self.name = name
         self.log_path = log_path
         self.dimensions = dimensions
+        #: How the client's output is decoded and what is typed is encoded (undecodable bytes: U+FFFD).
+        self.encoding = encoding
         self._child: pexpect.spawn | None = None
         self._chunks: list[str] = []
         self._log_file: Any = None
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
         self._pidfd: int | None = None
         self._pty_eof = False
         self._mark_ns: int | None = None
@@ -172,7 +183,7 @@ class InteractiveSession:
         try:
             self._child = pexpect.spawn(
                 argv[0], list(argv[1:]), env=full_env, cwd=cwd, timeout=timeout,
-                encoding="utf-8", codec_errors="replace", dimensions=self.dimensions,
+                encoding=self.encoding, codec_errors="replace", dimensions=self.dimensions,
                 # Signals as a user's shell gives them, whatever wschaos inherited.
                 preexec_fn=reset_dispositions,
                 # pexpect sleeps 50 ms before each send by default (for password
@@ -236,6 +247,13 @@ class InteractiveSession:
         # Not pexpect's sendintr: it takes the character from the harness's own
         # terminal; the client's pty may differ, and the client's is the one that counts.
         return send_intr(self._spawned().child_fd, stamp=self._mark)
+
+    def send_signal(self, sig: int) -> int:
+        """Send ``sig`` to the client process alone (not its group); monotonic ns, timed like a keystroke."""
+        pid = self.pid
+        stamp = self._mark()
+        os.kill(pid, sig)
+        return stamp
 
     def double_ctrl_c(self, delay: float = 0.2) -> int:
         """Two Ctrl+C ``delay`` s apart (output still read between); ns of the first."""

@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import TYPE_CHECKING
 
 import psutil
@@ -117,6 +117,10 @@ def _wait_state(pid: int, *, stopped: bool, bound: float | None = None) -> None:
 
 # -- TCP proxy ----------------------------------------------------------------------
 
+#: A proxy's byte tap: (connection number, "open" | "up" | "down", the bytes read or None on a reset).
+Tap = Callable[[int, str, "bytes | None"], None]
+
+
 class _Pipe:
     __slots__ = ("client_w", "tasks", "upstream_w")
 
@@ -136,7 +140,7 @@ class TcpProxy:
     """
 
     def __init__(self, upstream_host: str, upstream_port: int, *, listen_host: str = "127.0.0.1",
-                 listen_port: int = 0, allow_remote: bool = False) -> None:
+                 listen_port: int = 0, allow_remote: bool = False, tap: Tap | None = None) -> None:
         check_loopback(upstream_host, where="TcpProxy upstream", allow_remote=allow_remote)
         check_loopback(listen_host, where="TcpProxy listen address")
         self.upstream_host, self.upstream_port = upstream_host, upstream_port
@@ -144,6 +148,9 @@ class TcpProxy:
         self.mode = "pass"
         #: How the nemesis names this proxy in the history.
         self.name = "proxy"
+        #: Sees every byte: ``tap(n, "open", b"")`` when connection n is accepted, then
+        #: ``tap(n, "up" | "down", data)`` per read (``b""``: that direction ended; None: reset).
+        self.tap = tap
         self._delay_s = 0.0
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -214,6 +221,9 @@ class TcpProxy:
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        n = self.accepted
+        if self.tap is not None:
+            self.tap(n, "open", b"")
         try:
             up_r, up_w = await asyncio.wait_for(
                 asyncio.open_connection(self.upstream_host, self.upstream_port), scaled(5))
@@ -222,8 +232,8 @@ class TcpProxy:
             return
         pipe = _Pipe(writer, up_w)
         self._pipes.add(pipe)
-        pipe.tasks = [asyncio.ensure_future(self._direction(reader, up_w)),
-                      asyncio.ensure_future(self._direction(up_r, writer))]
+        pipe.tasks = [asyncio.ensure_future(self._direction(reader, up_w, n, "up")),
+                      asyncio.ensure_future(self._direction(up_r, writer, n, "down"))]
         try:
             await asyncio.gather(*pipe.tasks, return_exceptions=True)
         finally:
@@ -231,7 +241,7 @@ class TcpProxy:
             for w in (writer, up_w):
                 w.close()
 
-    async def _direction(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _direction(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, n: int, way: str) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         writer = asyncio.ensure_future(self._write(queue, dst))
@@ -241,7 +251,12 @@ class TcpProxy:
                 try:
                     data = await src.read(65536)
                 except OSError:
+                    if self.tap is not None:
+                        self.tap(n, way, None)
                     data = b""
+                else:
+                    if self.tap is not None:
+                        self.tap(n, way, data)
                 queue.put_nowait((loop.time(), data))
                 if not data:
                     break

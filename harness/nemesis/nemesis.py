@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from harness.core.history import History, Operation
-from harness.nemesis.faults import TcpProxy, frozen_process, paused_reading
+from harness.nemesis.faults import Tap, TcpProxy, frozen_process, paused_reading
 
 if TYPE_CHECKING:
     from harness.client.connection import Client
@@ -155,9 +155,10 @@ class Nemesis:
         return sent
 
     # -- the network -------------------------------------------------------------
-    def proxy(self, host: str, port: int, *, name: str = "proxy", allow_remote: bool = False) -> TcpProxy:
-        """A loopback TCP proxy in front of ``host:port`` (enter it with ``async with``)."""
-        proxy = TcpProxy(host, port, allow_remote=allow_remote)
+    def proxy(self, host: str, port: int, *, name: str = "proxy", allow_remote: bool = False,
+              tap: Tap | None = None) -> TcpProxy:
+        """A loopback TCP proxy in front of ``host:port`` (enter it with ``async with``); ``tap`` sees its bytes."""
+        proxy = TcpProxy(host, port, allow_remote=allow_remote, tap=tap)
         proxy.name = name
         return proxy
 

@@ -354,62 +354,14 @@ class ClientWire:
 
 # -- the proxy side -------------------------------------------------------------------
 
-class _TapReader:
-    """The client's side of the proxy, read: every chunk goes to the wire record first."""
-
-    def __init__(self, inner: asyncio.StreamReader, feed: Callable[[bytes | None], None]) -> None:
-        self._inner, self._feed = inner, feed
-
-    async def read(self, n: int = -1) -> bytes:
-        try:
-            data = await self._inner.read(n)
-        except OSError:
-            self._feed(None)
-            raise
-        self._feed(data)
-        return data
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class _TapWriter:
-    """The client's side of the proxy, written: what the server sends is scanned on its way."""
-
-    def __init__(self, inner: asyncio.StreamWriter, feed: Callable[[bytes | None], None]) -> None:
-        self._inner, self._feed = inner, feed
-
-    def write(self, data: bytes) -> None:
-        self._feed(bytes(data))
-        self._inner.write(data)
-
-    def write_eof(self) -> None:
-        self._feed(b"")
-        self._inner.write_eof()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 def tap_proxy(proxy: Any, wire: ClientWire) -> ClientWire:
-    """Record every connection through ``proxy`` (a TcpProxy not yet entered) in ``wire``.
+    """Record every connection through ``proxy`` (a TcpProxy) in ``wire``, through the proxy's byte tap."""
 
-    The proxy hands each accepted connection's reader and writer to its
-    connection handler; wrapped, they give :meth:`ClientWire.feed` each byte on
-    its way and pass everything else through untouched.
-    """
-    if getattr(proxy, "_server", None) is not None:
-        raise RuntimeError("tap the proxy before it starts listening")
-    handler = proxy._on_client
-    accepted = 0
+    def tap(n: int, way: str, data: bytes | None) -> None:
+        if way == "open":
+            wire.open(n)
+        else:
+            wire.feed(n, way, data)  # type: ignore[arg-type]  # "up" or "down"
 
-    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal accepted
-        accepted += 1
-        n = accepted
-        wire.open(n)
-        await handler(_TapReader(reader, lambda d: wire.feed(n, "up", d)),
-                      _TapWriter(writer, lambda d: wire.feed(n, "down", d)))
-
-    proxy._on_client = on_client
+    proxy.tap = tap
     return wire

@@ -12,12 +12,12 @@ from harness.checkers.bounds import within_bound
 
 @dataclass(frozen=True)
 class FakeForensics:
-    """The shape of terminal.Forensics: a raw py-spy dump and a render()."""
+    """The shape of probes.forensics.Forensics: a raw py-spy dump and its key_lines()."""
 
     stacks: str
 
-    def render(self) -> str:
-        return "== hung client pid 7\n" + self.stacks
+    def key_lines(self) -> list[str]:
+        return ["forensics of client (hung): 1 process(es)", *self.stacks.splitlines()]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,21 @@ def test_a_hung_client_carries_its_stacks_in_any_form():
                         "stacks:", "Thread 0x1")
         assert v.figures["hung"] is True and v.figures["stacks"]
     assert_fail(checkers.exit_time(None, 3000, stacks=FakeForensics(dump)), "hung", "Thread 0x1")
+
+
+def test_stacks_of_another_shape_are_one_line_not_a_crash():
+    """An object without key_lines() is carried as its text; None and empty forms give no lines."""
+    from harness.checkers._core import stack_lines
+
+    class Dump:
+        def __str__(self) -> str:
+            return "pid 7: join (threading.py:1119)"
+
+    assert stack_lines(Dump()) == ["pid 7: join (threading.py:1119)"]
+    assert stack_lines(None) == [] and stack_lines("") == [] and stack_lines(()) == []
+    assert stack_lines(("a", 2)) == ["a", "2"]
+    assert stack_lines(FakeForensics("Thread 0x1\n  f")) == ["forensics of client (hung): 1 process(es)",
+                                                             "Thread 0x1", "  f"]
 
 
 def test_within_bound_without_a_bound_is_unknown():

@@ -76,6 +76,25 @@ def test_an_ack_with_wrong_status_or_ids_fails():
     assert_fail(checkers.ack_status(None, "SUCCESS"), "no INTERRUPT_ACK")
 
 
+def test_an_interrupt_answered_with_an_error_says_so_quoting_code_and_message():
+    """An ERROR answering the INTERRUPT is named with its code and message, not as a missing ACK."""
+    err = {"kind": "error", "request_id": "i1", "code": "BAD_MESSAGE", "message": "payload.reason is required"}
+    v = assert_fail(checkers.ack_status(err, "SUCCESS", ["r1"]), "INTERRUPT i1 was answered with an ERROR",
+                    "BAD_MESSAGE", "'payload.reason is required'", "expected an ACK SUCCESS")
+    assert "no INTERRUPT_ACK" not in v.message and v.figures["error_code"] == "BAD_MESSAGE"
+
+
+def test_an_interrupt_result_is_judged_by_its_ack_or_else_its_error():
+    """The client's InterruptResult: its ACK when one came, else the ERROR that answered it."""
+    from harness.protocol.frames import Frame, InterruptResult
+
+    error = Frame("error", "ERROR", "i1", "s1", {"code": "BUSY", "message": "try later"}, "", 0)
+    assert_fail(checkers.ack_status(InterruptResult("i1", "r1", None, None, 0, None, error), "SUCCESS"),
+                "ERROR BUSY", "'try later'")
+    ack = Frame("ack", "INTERRUPT_ACK", "i1", "s1", {"status": "SUCCESS", "interrupted": ["r1"]}, "", 0)
+    assert_pass(checkers.ack_status(InterruptResult("i1", "r1", ack, 3.0, 0, 3), "SUCCESS", ["r1"]))
+
+
 def test_an_ack_record_without_a_status_is_unknown():
     """A record missing its status cannot be judged."""
     assert_unknown(checkers.ack_status({"kind": "ack", "request_id": "i1"}, "SUCCESS"), "without a status")
@@ -110,6 +129,53 @@ def test_an_ack_whose_request_never_got_a_final_fails():
     t.request(0, "c0", "r1")
     t.acked(t.interrupt(10, "c0", "i1", "r1"), 12, ["r1"])
     assert_fail(checkers.final_before_ack(t.history), "no interrupted final frame at all")
+
+
+def test_a_final_after_the_ack_passes_where_the_target_declared_that_order():
+    """ACK at 12 ms, final at 13 ms: fine for a target declaring ack_then_final or either."""
+    h = _interrupted_stream(final_after_ack=True).history
+    for order in ("ack_then_final", "either"):
+        v = assert_pass(checkers.final_before_ack(h, order=order))
+        assert v.figures["final_after_ack"] == 1
+    assert_fail(checkers.final_before_ack(h), "final +1.0 ms after its ACK")  # PROTOCOL.md's order
+
+
+def test_a_final_within_the_declared_grace_after_the_ack_passes():
+    """A final 1 ms after the ACK is within a declared 5 ms grace, not within none."""
+    h = _interrupted_stream(final_after_ack=True).history
+    assert_pass(checkers.final_before_ack(h, grace_ms=5))
+    assert_fail(checkers.final_before_ack(h, grace_ms=0.5), "final +1.0 ms after its ACK")
+
+
+def test_a_declared_order_still_needs_the_interrupted_final():
+    """Whatever the order, an ACK claiming r1 with no interrupted final for r1 fails."""
+    t = Timeline()
+    t.request(0, "c0", "r1")
+    t.acked(t.interrupt(10, "c0", "i1", "r1"), 12, ["r1"])
+    for order in ("ack_then_final", "either"):
+        assert_fail(checkers.final_before_ack(t.history, order=order), "no interrupted final frame at all",
+                    f"order {order}")
+
+
+def test_after_the_ack_only_the_interrupted_final_may_follow_in_the_declared_order():
+    """ack_then_final: the final after the ACK is allowed, a chunk after it is not; PROTOCOL.md allows neither."""
+    h = _interrupted_stream(final_after_ack=True).history
+    assert_pass(checkers.no_frames_after_ack(h, order="ack_then_final"))
+    assert_fail(checkers.no_frames_after_ack(h), "1 frames after its ACK", "(seq 5)")
+    late = _interrupted_stream(final_after_ack=True, late_seqs=(6,)).history
+    assert_fail(checkers.no_frames_after_ack(late, order="either"), "1 frames after its ACK at +13.4 ms (seq 6)")
+
+
+def test_a_second_final_after_the_ack_is_not_the_one_allowed():
+    """The one final allowed after the ACK is the request's first: a final before it and one after fail."""
+    t = _interrupted_stream()  # final at 12 ms, then the ACK at 13 ms
+    t.final(20, "c0", "r1", 5, interrupted=True, reason="user")
+    assert_fail(checkers.no_frames_after_ack(t.history, order="ack_then_final"), "1 frames after its ACK")
+
+
+def test_an_unknown_interrupt_order_is_not_a_verdict():
+    """An order no target can declare makes the checker unknown, naming it."""
+    assert_unknown(checkers.final_before_ack(_interrupted_stream().history, order="sideways"), "sideways")
 
 
 def test_order_checks_without_claims_are_unknown():

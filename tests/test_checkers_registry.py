@@ -209,29 +209,18 @@ def test_history_checkers_given_no_history_are_unknown():
             assert_unknown(c.function(None), "no history")
 
 
-def test_the_earlier_positional_forms_give_the_same_verdicts():
-    """back_to_baseline, growth_per_1000, probe_agrees and port_free take ``what``/``port`` by keyword
-    now; the earlier positional calls are still understood, with the same verdicts."""
-    series = [(c, 100 + 5 * c) for c in range(0, 1001, 100)]
-    pairs = [
-        (checkers.back_to_baseline("tasks", 3, 57, 2, cycles=300),
-         checkers.back_to_baseline(57, 3, 2, what="tasks", cycles=300)),
-        (checkers.back_to_baseline("threads", None, 4, 1), checkers.back_to_baseline(4, None, 1, what="threads")),
-        (checkers.growth_per_1000("fds", series, 1), checkers.growth_per_1000(series, 1, what="fds")),
-        (checkers.growth_per_1000("rss", series, bound_per_1000=48 * 2**20),
-         checkers.growth_per_1000(series, 48 * 2**20, what="rss")),
-        (checkers.probe_agrees(3, 57, "tasks", 1), checkers.probe_agrees(3, 57, what="tasks", tolerance=1)),
-        (checkers.probe_agrees(3, 4, "tasks", tolerance=2), checkers.probe_agrees(3, 4, what="tasks", tolerance=2)),
-        (checkers.port_free(False, 8765), checkers.port_free(False, port=8765)),
-    ]
-    for old, new in pairs:
-        assert old == new
-        assert old.status != "unknown" or "missing" in old.message, old
+def test_a_value_checker_given_its_figure_name_positionally_is_refused():
+    """``what`` and ``port`` are keyword-only: a call with them in a value's place is unknown, never judged."""
+    for v in (checkers.back_to_baseline("tasks", 3, 57, 2, cycles=300),
+              checkers.growth_per_1000("fds", [(0, 1), (10, 2), (20, 3)], 1),
+              checkers.probe_agrees(3, 57, "tasks", 1),
+              checkers.port_free(False, 8765)):
+        assert_unknown(v, "checker crashed", "TypeError", "positional argument")
 
 
 def test_a_call_fitting_neither_form_says_what_the_current_one_wants():
     """A value checker called without its ``what`` is unknown, naming the missing argument."""
-    assert_unknown(checkers.back_to_baseline(4, 3, 2), "missing a required argument: 'what'")
+    assert_unknown(checkers.back_to_baseline(4, 3, 2), "missing 1 required keyword-only argument: 'what'")
 
 
 # -- what docs and known-failures files name ----------------------------------------------------

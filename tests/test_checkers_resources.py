@@ -49,47 +49,47 @@ def test_a_missing_or_failed_sample_is_unknown():
 
 def test_tasks_back_to_baseline_pass():
     """Tasks 3 -> 4 after 300 cycles is within an allowance of +2."""
-    assert_pass(checkers.back_to_baseline("tasks", 3, 4, 2, cycles=300))
+    assert_pass(checkers.back_to_baseline(4, 3, 2, what="tasks", cycles=300))
 
 
 def test_leaked_tasks_fail_with_the_whole_story():
     """Tasks 3 -> 57 after 300 cycles exceeds baseline 3 + 2."""
-    v = assert_fail(checkers.back_to_baseline("tasks", 3, 57, 2, cycles=300),
+    v = assert_fail(checkers.back_to_baseline(57, 3, 2, what="tasks", cycles=300),
                     "tasks 3 -> 57 after 300 cycles (baseline 3, allowed +2)")
     assert v.figures["delta"] == 54
 
 
 def test_back_to_baseline_without_a_figure_is_unknown():
     """A probe that gave no figure leaves nothing to compare."""
-    assert_unknown(checkers.back_to_baseline("threads", None, 4, 1), "threads")
+    assert_unknown(checkers.back_to_baseline(4, None, 1, what="threads"), "threads")
 
 
 # -- growth and drift ------------------------------------------------------------------
 def test_flat_rss_after_warm_up_passes():
     """RSS jumps during the first cycles (warm-up), then stays flat over 1000 cycles."""
     series = [(c, 50_000_000 + (5_000_000 if c >= 50 else c * 100_000)) for c in range(0, 1000, 10)]
-    v = assert_pass(checkers.growth_per_1000("rss", series, 1024 * 1024, unit="B"))
+    v = assert_pass(checkers.growth_per_1000(series, 1024 * 1024, what="rss", unit="B"))
     assert abs(v.figures["per_1000"]) < 1
 
 
 def test_rss_growing_per_connection_fails_with_the_rate():
     """256 KiB retained per cycle is 250 MiB per 1000 cycles, over a 1 MiB bound."""
     series = [(c, 50_000_000 + c * 262_144) for c in range(0, 300, 10)]
-    v = assert_fail(checkers.growth_per_1000("rss", series, 1024 * 1024),  # "rss" implies bytes
+    v = assert_fail(checkers.growth_per_1000(series, 1024 * 1024, what="rss"),  # "rss" implies bytes
                     "rss grows 250.0 MiB per 1000 cycles > bound 1.0 MiB")
     assert round(v.figures["per_1000"]) == 262_144_000
 
 
 def test_too_few_points_for_a_slope_is_unknown():
     """Two points (one dropped as warm-up) cannot show a trend."""
-    assert_unknown(checkers.growth_per_1000("rss", [(0, 1), (10, 2)], 100), "need at least 3")
-    assert_unknown(checkers.growth_per_1000("rss", None, 100), "0 usable points")
+    assert_unknown(checkers.growth_per_1000([(0, 1), (10, 2)], 100, what="rss"), "need at least 3")
+    assert_unknown(checkers.growth_per_1000(None, 100, what="rss"), "0 usable points")
 
 
 def test_growth_of_a_count_is_reported_without_byte_units():
     """Open fds growing 5 per 1000 cycles against a bound of 1: plain numbers."""
     series = [(c, 20 + c * 0.005) for c in range(0, 2000, 50)]
-    assert_fail(checkers.growth_per_1000("fds", series, 1), "fds grows 5 per 1000 cycles > bound 1")
+    assert_fail(checkers.growth_per_1000(series, 1, what="fds"), "fds grows 5 per 1000 cycles > bound 1")
 
 
 def test_steady_latency_passes():
@@ -112,17 +112,17 @@ def test_latency_drift_with_fewer_than_20_points_is_unknown():
 # -- probe agreement ------------------------------------------------------------------------
 def test_stats_and_probe_agreeing_pass():
     """/stats says 3 tasks, the injected probe sees 4: within a tolerance of 1."""
-    assert_pass(checkers.probe_agrees(3, 4, "tasks", 1))
+    assert_pass(checkers.probe_agrees(3, 4, what="tasks", tolerance=1))
 
 
 def test_stats_that_lie_fail():
     """/stats says 3 tasks while the probe counts 57."""
-    assert_fail(checkers.probe_agrees(3, 57, "tasks", 1), "/stats says 3, probe says 57 (difference 54")
+    assert_fail(checkers.probe_agrees(3, 57, what="tasks", tolerance=1), "/stats says 3, probe says 57 (difference 54")
 
 
 def test_probe_agreement_without_the_probe_is_unknown():
     """The probe gave no figure."""
-    assert_unknown(checkers.probe_agrees(3, None, "tasks", 1), "a figure is missing")
+    assert_unknown(checkers.probe_agrees(3, None, what="tasks", tolerance=1), "a figure is missing")
 
 
 # -- slow consumer ---------------------------------------------------------------------------

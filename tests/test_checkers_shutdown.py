@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from test_checkers_timeline import Timeline, assert_fail, assert_pass, assert_unknown
+from test_checkers_timeline import Timeline, assert_fail, assert_pass, assert_unknown, ns
 
 from harness import checkers
 
@@ -44,6 +44,14 @@ def test_a_wrong_exit_code_fails_and_a_signal_death_is_named():
     assert_fail(checkers.exit_code(1, 0), "exit code 1", "expected 0")
     v = assert_fail(checkers.exit_code(None, [0], signal_killed=9), "-9", "killed by signal 9")
     assert v.figures["returncode"] == -9
+
+
+def test_a_hung_target_killed_by_wschaos_has_no_exit_code_of_its_own():
+    """After a hang wschaos's SIGTERM (-15) is not the target's code: unknown, never "exit code -15"."""
+    v = assert_unknown(checkers.exit_code(None, (0,), signal_killed=15, hung=True),
+                       "not judged", "wschaos ended it (signal 15)", "shutdown.exit_time")
+    assert "exit code -15" not in v.message and v.figures["hung"] is True
+    assert_unknown(checkers.exit_code(-9, 0, signal_killed=9, hung=True), "not judged")
 
 
 def test_no_exit_code_is_unknown():
@@ -87,6 +95,21 @@ def test_regex_patterns_match_too():
                                       [re.compile(r"coroutine '\w+' was never")]), "1 noisy lines")
 
 
+def test_output_of_a_hung_target_is_unknown_not_a_pass():
+    """Quiet output of a process wschaos had to kill proves no clean shutdown: unknown, saying why."""
+    v = assert_unknown(checkers.output_noise("LISTENING 127.0.0.1:1\n", "shutting down\n", hung=True),
+                       "not judged", "hung", "no noisy line")
+    assert v.figures["hung"] is True
+    assert_unknown(checkers.output_noise("", NOISY, hung=True), "4 noisy lines", "before the kill")
+
+
+def test_without_a_declared_line_limit_only_the_patterns_count():
+    """uvicorn's INFO lines on stderr pass when the target declared no stderr line limit."""
+    uvicorn = "INFO:     Shutting down\nINFO:     Waiting for application shutdown.\nINFO:     Finished server process [7]\n"
+    assert_pass(checkers.output_noise("", uvicorn))
+    assert_fail(checkers.output_noise("", uvicorn, max_stderr_lines=1), "3 lines on stderr > allowed 1")
+
+
 def test_no_captured_output_is_unknown():
     """Neither stream captured: nothing to judge."""
     assert_unknown(checkers.output_noise(None, None), "no output captured")
@@ -105,6 +128,12 @@ def test_a_surviving_child_fails_naming_pid_and_command():
                 "1 processes survived", "pid 4242", "python -m helper")
 
 
+def test_survivors_and_port_of_a_hung_target_are_not_judged():
+    """wschaos ended the hung tree itself: no survivor could be seen, the port was freed by the kill."""
+    assert_unknown(checkers.no_survivors([], hung=True), "not judged", "wschaos ended its whole tree")
+    assert_unknown(checkers.port_free(True, port=8765, hung=True), "not judged", "port 8765", "by the kill")
+
+
 def test_an_uninspected_tree_is_unknown():
     """No survivor list at all is unknown, not an empty pass."""
     assert_unknown(checkers.no_survivors(None), "not inspected")
@@ -112,9 +141,9 @@ def test_an_uninspected_tree_is_unknown():
 
 def test_port_free_passes_fails_and_unknown():
     """A free port passes; a held port fails naming it; an unchecked one is unknown."""
-    assert_pass(checkers.port_free(True, 8765))
-    assert_fail(checkers.port_free(False, 8765), "port 8765", "still held")
-    assert_unknown(checkers.port_free(None, 8765), "port 8765 was not checked")
+    assert_pass(checkers.port_free(True, port=8765))
+    assert_fail(checkers.port_free(False, port=8765), "port 8765", "still held")
+    assert_unknown(checkers.port_free(None, port=8765), "port 8765 was not checked")
 
 
 # -- finals with reason "shutdown" ---------------------------------------------------
@@ -182,6 +211,23 @@ def test_an_abrupt_close_fails_as_1006():
                 "2 of 3 clients", "1006 x1", "1011 x1", "c1: 1006")
 
 
+def test_a_declared_close_code_passes_and_an_undeclared_one_fails():
+    """uvicorn's 1012 passes where the target declared (1001, 1012), and fails PROTOCOL.md's 1001."""
+    h = _closes(1012, 1012, 1001).history
+    v = assert_pass(checkers.close_codes(h, expected=(1001, 1012)))
+    assert "1001 or 1012" in v.message
+    assert_fail(checkers.close_codes(h), "2 of 3 clients closed with other codes than 1001", "1012 x2")
+    assert_fail(checkers.close_codes(h, expected=1001), "1012 x2")
+
+
+def test_connections_still_open_when_wschaos_killed_a_hung_target_are_not_its_1006():
+    """A close seen only after wschaos's kill is reported as never closed by the shutdown, not as 1006."""
+    t = _closes(1001, None)  # c1's connection ended, with no close frame, at 21 ms
+    v = assert_fail(checkers.close_codes(t.history, killed_ns=ns(20.5)),
+                    "1 of 2 connections were still open when wschaos ended the hung target", "c1")
+    assert "1006" not in v.message and v.figures["open_at_kill"] == ["c1"]
+
+
 def test_clients_that_closed_themselves_are_left_out_and_missing_closes_are_unknown():
     """A client that closed itself is not judged; one with no close recorded is unknown."""
     t = _closes(1001)
@@ -190,6 +236,48 @@ def test_clients_that_closed_themselves_are_left_out_and_missing_closes_are_unkn
     assert_pass(checkers.close_codes(t.history))
     assert_unknown(checkers.close_codes(t.history, clients=["c0", "c2"]), "1 of 2 clients recorded no close")
     assert_unknown(checkers.close_codes(Timeline().history), "no connected client")
+
+
+# -- a second Ctrl+C --------------------------------------------------------------------
+FORCED = {"forced_codes": (130,), "clean_codes": (0,)}
+
+
+def test_a_second_ctrl_c_cutting_the_drain_short_passes():
+    """Exit 40 ms after the second Ctrl+C, code 130: a forced exit within 500 ms."""
+    v = assert_pass(checkers.shutdown.forced_exit(40.0, 500, returncode=130, drain_ms=95.0, **FORCED))
+    assert "40.0 ms after the second Ctrl+C (95 ms after the first)" in v.message
+
+
+def test_a_second_ctrl_c_ignored_until_the_drain_ends_fails():
+    """Exit 2400 ms after the second Ctrl+C (code 0) is over the 500 ms bound, whatever the code."""
+    assert_fail(checkers.shutdown.forced_exit(2400.0, 500, returncode=0, drain_ms=2450.0, **FORCED),
+                "2400.0 ms > bound 500 ms")
+
+
+def test_a_target_still_running_after_the_second_ctrl_c_fails_with_stacks():
+    """Still running at the bound (wschaos ended it): fail, carrying the stacks."""
+    v = assert_fail(checkers.shutdown.forced_exit(None, 500, returncode=None, stacks=["Thread 0x1: join"],
+                                                  **FORCED), "still running 500 ms", "Thread 0x1")
+    assert v.figures["hung"] is True
+
+
+def test_a_drain_over_before_the_second_ctrl_c_is_unknown_with_its_length():
+    """The drain ended 30 ms after the first Ctrl+C, before the second: nothing to cut short."""
+    for v in (checkers.shutdown.forced_exit(-2.0, 500, returncode=0, drain_ms=30.0, **FORCED),
+              checkers.shutdown.forced_exit(None, 500, returncode=0, drain_ms=30.0, second_sent=False, **FORCED)):
+        assert_unknown(v, "the drain ended 30 ms after the first Ctrl+C", "nothing to cut short")
+
+
+def test_a_clean_exit_just_after_the_second_ctrl_c_cannot_tell_handling_from_ignoring():
+    """Code 0 within the bound: its drain may simply have ended; unknown, never a pass."""
+    assert_unknown(checkers.shutdown.forced_exit(12.0, 500, returncode=0, drain_ms=60.0, **FORCED),
+                   "exited cleanly (code 0)", "look the same")
+
+
+def test_a_crash_on_the_second_ctrl_c_fails():
+    """Within the bound but code -2 (killed by SIGINT) is not the declared forced exit 130."""
+    assert_fail(checkers.shutdown.forced_exit(15.0, 500, returncode=-2, **FORCED),
+                "expected a forced-exit code 130")
 
 
 # -- health and refusals during the drain --------------------------------------------------

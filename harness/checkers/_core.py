@@ -118,7 +118,7 @@ def as_frame_dict(frame: Any) -> dict[str, Any] | None:
         return frame.data
     # The keys of a frame observation (ARCHITECTURE.md), read off a protocol.Frame's properties.
     fields = ("kind", "msg_type", "request_id", "session_id", "seq", "final", "interrupted", "reason",
-              "status", "interrupted_ids", "interrupted_count", "code", "topic", "data", "payload")
+              "status", "interrupted_ids", "interrupted_count", "code", "message", "topic", "data", "payload")
     if any(hasattr(frame, f) for f in fields):
         return {f: getattr(frame, f, None) for f in fields}
     raise TypeError(f"not a frame: {type(frame).__name__}")
@@ -132,25 +132,15 @@ def request_ops(history: History, request_id: Any = None, client: str | None = N
 
 
 def stack_lines(stacks: Any) -> list[str]:
-    """Hang forensics as lines, however they were handed over.
-
-    Scenarios pass a list of lines, a raw py-spy dump, a forensics object with
-    ``key_lines()`` or ``render()``, or one with a ``stacks`` text; a hung
-    verdict must carry them whatever the form, never crash on it.
-    """
+    """Hang forensics as lines: None, a raw dump (str), a list or tuple of lines, or an object
+    with ``key_lines()`` (:class:`harness.probes.forensics.Forensics`); anything else is one line."""
     if stacks is None:
         return []
     if isinstance(stacks, str):
         return [ln for ln in stacks.splitlines() if ln.strip()]
     if isinstance(stacks, (list, tuple)):
         return [str(x) for x in stacks]
-    for method in ("key_lines", "render"):
-        fn = getattr(stacks, method, None)
-        if callable(fn):
-            out = fn()
-            return stack_lines(out)
-    text = getattr(stacks, "stacks", None)
-    if isinstance(text, (str, dict)):
-        return stack_lines("\n".join(text.values()) if isinstance(text, dict) else text)
+    key_lines = getattr(stacks, "key_lines", None)
+    if callable(key_lines):
+        return [str(x) for x in key_lines()]
     return [str(stacks)]
-

@@ -32,6 +32,7 @@ from harness.core.history import History
 from harness.core.verdict import Verdict, fail, passed, unknown
 
 __all__ = [
+    "ORDERS",
     "ack_latency",
     "ack_status",
     "final_before_ack",
@@ -82,8 +83,15 @@ def ack_latency(history: History, bound_ms: float, percentile: float = 99) -> Ve
 
 @checker
 def ack_status(ack: Any, status: str, interrupted: Collection[str] | None = None) -> Verdict:
-    """One ACK (Frame, record dict or None) has ``status`` and, if given, exactly those interrupted ids."""
+    """One ACK (Frame, record dict or None) has ``status`` and, if given, exactly those interrupted ids.
+
+    The answer may be the ERROR frame that answered the INTERRUPT instead (an
+    ``InterruptResult`` is read as its ACK, else its ERROR): the failure then quotes its
+    code and message, never "no ACK".
+    """
     name = "interrupts.ack_status"
+    if hasattr(ack, "interrupt_id") and hasattr(ack, "error"):  # an InterruptResult
+        ack = ack.ack if ack.ack is not None else ack.error
     d = as_frame_dict(ack)
     want = None if interrupted is None else sorted(map(str, interrupted))
     if d is None:
@@ -92,9 +100,15 @@ def ack_status(ack: Any, status: str, interrupted: Collection[str] | None = None
     count = d.get("interrupted_count")
     figs = {"status": got_status, "ids": ids, "count": count, "expected_status": status,
             "expected_ids": want, "interrupt_id": d.get("request_id")}
+    if d.get("kind") == "error":
+        code, message = d.get("code"), d.get("message")
+        figs.update(error_code=code, error_message=message)
+        said = f" {code}" if code else " without a code"
+        said += f": {str(message)[:200]!r}" if message else ""
+        which = f"INTERRUPT {d['request_id']}" if d.get("request_id") else "INTERRUPT"
+        return fail(name, f"the {which} was answered with an ERROR{said}, expected an ACK {status}", **figs)
     if d.get("kind") not in ("ack", None):
-        code = f" {d['code']}" if d.get("code") else ""
-        return fail(name, f"answered {d.get('kind')}{code}, expected an ACK {status}", **figs)
+        return fail(name, f"answered {d.get('kind')}, expected an ACK {status}", **figs)
     if got_status is None:
         return unknown(name, f"ACK record without a status: {sorted(d)}", **figs)
     problems = []
@@ -133,44 +147,73 @@ def one_ack_each(history: History) -> Verdict:
     return passed(name, f"all {len(sent)} INTERRUPTs got exactly one ACK", **figs)
 
 
+#: How a target may order an interrupted request's final frame and the ACK (``conventions.interrupt_order``).
+ORDERS = ("final_then_ack", "ack_then_final", "either")
+
+
+def _order(order: str) -> str:
+    if order not in ORDERS:
+        raise ValueError(f"interrupt order {order!r} is not one of {', '.join(ORDERS)}")
+    return order
+
+
 @checker
-def final_before_ack(history: History) -> Verdict:
-    """For every id an ACK claimed, that request's interrupted final frame arrived earlier on that client."""
+def final_before_ack(history: History, *, order: str = "final_then_ack", grace_ms: float = 0) -> Verdict:
+    """For every id an ACK claimed, that request's interrupted final frame arrived earlier on that client.
+
+    ``order`` is what the target declared (``conventions.interrupt_order``):
+    ``final_then_ack`` (PROTOCOL.md) wants the final before the ACK, or within
+    ``grace_ms`` after it (``conventions.after_ack_grace_ms``); ``ack_then_final`` and
+    ``either`` accept it on either side of the ACK, but it must come.
+    """
     name = "interrupts.final_before_ack"
+    order = _order(order)
     claims = _claims(history)
     if not claims:
-        return unknown(name, "no INTERRUPT_ACK claimed any request")
+        return unknown(name, "no INTERRUPT_ACK claimed any request", order=order)
     finals: dict[tuple[str, Any], list[FrameRec]] = defaultdict(list)
     for f in frames(history):
         if f.get("kind") == "final" and f.get("interrupted") is True:
             finals[(f.client, f.get("request_id"))].append(f)
-    bad = []
+    bad, after = [], 0
     for ack, rid in claims:
         got = finals.get((ack.client, rid), [])
         if any(f.pos < ack.pos for f in got):
             continue
         if got:
             dt = (got[0].t_ns - ack.t_ns) / 1e6
+            if order != "final_then_ack" or dt <= grace_ms:
+                after += 1
+                continue
             bad.append(f"{request_label(ack.client, rid)}: final {dt:+.1f} ms after its ACK "
                        f"{ack.get('request_id')}")
         else:
             bad.append(f"{request_label(ack.client, rid)}: no interrupted final frame at all "
                        f"(ACK {ack.get('request_id')})")
-    figs = {"claims": len(claims), "bad": len(bad)}
+    figs = {"claims": len(claims), "bad": len(bad), "order": order, "grace_ms": grace_ms,
+            "final_after_ack": after}
+    rule = ("before their ACK" + (f" (or within {grace_ms:g} ms after it)" if grace_ms else "")
+            if order == "final_then_ack" else f"(order {order}: before or after the ACK)")
     if bad:
         return fail(name, f"{len(bad)} of {len(claims)} interrupted requests lack a final frame "
-                          f"before their ACK: {summarize(bad)}", **figs)
-    return passed(name, f"all {len(claims)} interrupted requests got their final frame before the ACK",
-                  **figs)
+                          f"{rule}: {summarize(bad)}", **figs)
+    where = "before the ACK" if not after else f"before the ACK, {after} of them after it as declared ({order})" \
+        if order != "final_then_ack" else f"before the ACK, {after} of them within the {grace_ms:g} ms grace"
+    return passed(name, f"all {len(claims)} interrupted requests got their final frame {where}", **figs)
 
 
 @checker
-def no_frames_after_ack(history: History, grace_ms: float = 0) -> Verdict:
-    """No frame for a claimed request id arrives after the ACK that claimed it (beyond ``grace_ms``)."""
+def no_frames_after_ack(history: History, grace_ms: float = 0, *, order: str = "final_then_ack") -> Verdict:
+    """No frame for a claimed request id arrives after the ACK that claimed it (beyond ``grace_ms``).
+
+    With ``order`` ``ack_then_final`` or ``either`` (declared), the request's one
+    interrupted final frame may follow the ACK; nothing else may.
+    """
     name = "interrupts.no_frames_after_ack"
+    order = _order(order)
     claims = _claims(history)
     if not claims:
-        return unknown(name, "no INTERRUPT_ACK claimed any request")
+        return unknown(name, "no INTERRUPT_ACK claimed any request", order=order)
     by_key: dict[tuple[str, Any], list[FrameRec]] = defaultdict(list)
     for f in frames(history):
         if f.get("kind") != "ack":
@@ -183,6 +226,13 @@ def no_frames_after_ack(history: History, grace_ms: float = 0) -> Verdict:
         late = [f for f in by_key.get((ack.client, rid), [])
                 if f.pos > ack.pos and (f.t_ns - ack.t_ns) / 1e6 > grace_ms
                 and (cutoff is None or f.t_ns < cutoff)]
+        if order != "final_then_ack":
+            # The declared order lets the interrupted final follow the ACK: its first one, if
+            # no earlier final ended the request.
+            earlier_final = any(f.get("kind") == "final" and f.pos < ack.pos for f in by_key.get((ack.client, rid), []))
+            first_final = next((f for f in late if f.get("kind") == "final" and f.get("interrupted") is True), None)
+            if first_final is not None and not earlier_final:
+                late = [f for f in late if f is not first_final]
         if late:
             late_total += len(late)
             seqs = ", ".join(str(f.get("seq")) if f.get("seq") is not None else str(f.get("kind"))
@@ -191,10 +241,11 @@ def no_frames_after_ack(history: History, grace_ms: float = 0) -> Verdict:
             bad.append(f"{request_label(ack.client, rid)}: {len(late)} frames after its ACK at "
                        f"+{first:.1f} ms (seq {seqs})")
     figs = {"claims": len(claims), "requests_with_late_frames": len(bad), "late_frames": late_total,
-            "grace_ms": grace_ms}
+            "grace_ms": grace_ms, "order": order}
     if bad:
         return fail(name, summarize(bad), **figs)
-    return passed(name, f"no frame after the ACK for any of {len(claims)} interrupted requests", **figs)
+    allowed = "" if order == "final_then_ack" else " but the interrupted final (declared order " + order + ")"
+    return passed(name, f"no frame after the ACK{allowed} for any of {len(claims)} interrupted requests", **figs)
 
 
 @checker

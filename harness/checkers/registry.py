@@ -50,8 +50,6 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Verdict])
-#: Turns a call in a checker's earlier signature into (args, kwargs) of its current one.
-Legacy = Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]
 
 
 class RegistryError(Exception):
@@ -99,24 +97,19 @@ class Registry:
     def checker(self, fn: F, /) -> F: ...
 
     @overload
-    def checker(self, fn: None = None, /, *, aliases: Iterable[str] = (),
-                legacy: Legacy | None = None) -> Callable[[F], F]: ...
+    def checker(self, fn: None = None, /, *, aliases: Iterable[str] = ()) -> Callable[[F], F]: ...
 
-    def checker(self, fn: F | None = None, /, *, aliases: Iterable[str] = (),
-                legacy: Legacy | None = None) -> F | Callable[[F], F]:
+    def checker(self, fn: F | None = None, /, *, aliases: Iterable[str] = ()) -> F | Callable[[F], F]:
         """Register ``fn`` as the check ``<module>.<function>``; use bare or with options.
 
         ``aliases``: earlier names of this check, still accepted by :meth:`resolve`.
-        ``legacy``: for a signature in transition, a function taking a call in the
-        earlier signature and returning ``(args, kwargs)`` for the current one; it is
-        used only for calls the current signature cannot bind.
         """
         def register(f: F) -> F:
-            return self._register(f, tuple(aliases), legacy)
+            return self._register(f, tuple(aliases))
 
         return register(fn) if fn is not None else register
 
-    def _register(self, fn: F, aliases: tuple[str, ...], legacy: Legacy | None) -> F:
+    def _register(self, fn: F, aliases: tuple[str, ...]) -> F:
         name = self._derive(fn)
         if not (inspect.getdoc(fn) or "").strip():
             raise RegistryError(f"checker {name} has no docstring: its first line says what the check holds")
@@ -126,7 +119,7 @@ class Registry:
         sig = inspect.signature(fn)
         params = list(sig.parameters)
         reads_history = bool(params) and params[0] == "history"
-        wrapped = _guard(name, fn, sig, reads_history=reads_history, legacy=legacy, registry=self)
+        wrapped = _guard(name, fn, reads_history=reads_history, registry=self)
         entry = Check(name, wrapped, fn.__module__, aliases, reads_history, sig)
         old = self._checks.get(name)
         if old is not None and (old.module, old.function.__qualname__) != (fn.__module__, fn.__qualname__):
@@ -228,8 +221,8 @@ class _FunctionView(Mapping[str, Callable[..., Verdict]]):
         return f"CHECKS({', '.join(self)})"
 
 
-def _guard(name: str, fn: Callable[..., Verdict], sig: inspect.Signature, *, reads_history: bool,
-           legacy: Legacy | None, registry: Registry) -> Callable[..., Verdict]:
+def _guard(name: str, fn: Callable[..., Verdict], *, reads_history: bool,
+           registry: Registry) -> Callable[..., Verdict]:
     """``fn`` made safe to trust: no history, a crash or an unregistered verdict name is ``unknown``."""
 
     @functools.wraps(fn)
@@ -239,8 +232,6 @@ def _guard(name: str, fn: Callable[..., Verdict], sig: inspect.Signature, *, rea
             if not isinstance(hist, History):
                 return unknown(name, f"no history to judge (got {type(hist).__name__})")
         try:
-            if legacy is not None:
-                args, kwargs = _current_call(sig, legacy, args, kwargs)
             v = fn(*args, **kwargs)
         except RegistryError:
             raise  # the call site named a check that does not exist: not the target's doing
@@ -254,19 +245,6 @@ def _guard(name: str, fn: Callable[..., Verdict], sig: inspect.Signature, *, rea
 
     run.check_name = name  # type: ignore[attr-defined]
     return run
-
-
-def _current_call(sig: inspect.Signature, legacy: Legacy, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The call as the current signature takes it; a call in the earlier one goes through ``legacy``."""
-    try:
-        sig.bind(*args, **kwargs)
-        return args, kwargs
-    except TypeError as current:
-        try:
-            return legacy(*args, **kwargs)
-        except TypeError:
-            raise current from None  # fits neither: say what the current signature wants
 
 
 def jsonable(value: Any) -> Any:

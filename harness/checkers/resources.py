@@ -3,10 +3,8 @@
 Inputs are probe figures (``/stats``, psutil, the injected Python probe) and
 latency series the scenario collected; no history is needed.
 
-``back_to_baseline``, ``growth_per_1000`` and ``probe_agrees`` took the name of
-the figure as a positional argument; it is now the keyword ``what``, as for
-every value checker. Their earlier positional form is still accepted (the
-``legacy=`` of each) until the call sites use the keyword.
+Value checkers name their figure with the keyword ``what``, as every value
+checker does.
 """
 
 from __future__ import annotations
@@ -76,13 +74,7 @@ def counters_zero(sample: Any, keys: Iterable[str] = IDLE_COUNTERS) -> Verdict:
     return passed(name, "all 0: " + ", ".join(values), **figs)
 
 
-def _baseline_positional(name: str, baseline: Any, after: Any, allowed: float, *,
-                         cycles: int | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The earlier call ``back_to_baseline(name, baseline, after, allowed, cycles=...)``."""
-    return (after, baseline, allowed), {"what": name, "cycles": cycles}
-
-
-@checker(legacy=_baseline_positional)
+@checker
 def back_to_baseline(after: float | None, baseline: float | None, allowed: float, *, what: str,
                      cycles: int | None = None) -> Verdict:
     """``after`` is at most ``baseline + allowed`` (e.g. tasks, threads, fds after churn)."""
@@ -97,13 +89,7 @@ def back_to_baseline(after: float | None, baseline: float | None, allowed: float
     return (fail if a > b + allowed else passed)(check, msg, **figs)
 
 
-def _growth_positional(name: str, series: Any, bound_per_1000: float, *, warmup_fraction: float = 0.1,
-                       unit: str | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The earlier call ``growth_per_1000(name, series, bound_per_1000, ...)``."""
-    return (series, bound_per_1000), {"what": name, "warmup_fraction": warmup_fraction, "unit": unit}
-
-
-@checker(legacy=_growth_positional)
+@checker
 def growth_per_1000(series: Sequence[tuple[float, float]] | None, bound_per_1000: float, *, what: str,
                     warmup_fraction: float = 0.1, unit: str | None = None) -> Verdict:
     """Least-squares slope of (cycle, value) after warm-up, per 1000 cycles, is within the bound.
@@ -149,13 +135,7 @@ def latency_drift(latencies_ms: Sequence[float] | None, ratio: float = 1.5) -> V
     return (fail if got > ratio else passed)(name, msg, **figs)
 
 
-def _probe_positional(stats_value: Any, probe_value: Any, name: str,
-                      tolerance: float = 0) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The earlier call ``probe_agrees(stats_value, probe_value, name, tolerance)``."""
-    return (stats_value, probe_value), {"what": name, "tolerance": tolerance}
-
-
-@checker(legacy=_probe_positional)
+@checker
 def probe_agrees(stats_value: Any, probe_value: Any, *, what: str, tolerance: float = 0) -> Verdict:
     """The target's own figure (/stats) and the harness's probe agree within ``tolerance``."""
     check = "resources.probe_agrees"

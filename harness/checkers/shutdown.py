@@ -11,7 +11,16 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from harness.checkers._core import closed_obs, frames, request_label, signal_ns, summarize
+from harness.checkers._core import (
+    closed_obs,
+    fmt_ms,
+    fmt_num,
+    frames,
+    request_label,
+    signal_ns,
+    stack_lines,
+    summarize,
+)
 from harness.checkers.bounds import duration_within
 from harness.checkers.registry import checker
 from harness.core.history import History
@@ -24,6 +33,7 @@ __all__ = [
     "exit_code",
     "exit_time",
     "finals",
+    "forced_exit",
     "health_503",
     "health_during_drain",
     "no_survivors",
@@ -57,10 +67,22 @@ def exit_time(exit_ms: float | None, bound_ms: float | None, *, what: str = "exi
 
 @checker
 def exit_code(returncode: int | None, allowed: int | Collection[int], *,
-              signal_killed: int | None = None) -> Verdict:
-    """Pass when the exit code is one of ``allowed``; a death by signal is named as such."""
+              signal_killed: int | None = None, hung: bool = False) -> Verdict:
+    """Pass when the exit code is one of ``allowed``; a death by signal is named as such.
+
+    ``hung``: the harness had to end the target (it was still running at the bound); the
+    code it died with is then wschaos's SIGTERM or SIGKILL, not the target's own, and is
+    not judged (``shutdown.exit_time`` fails the hang, with its stacks).
+    """
     name = "shutdown.exit_code"
     allowed_set = {allowed} if isinstance(allowed, int) else set(allowed)
+    want = " or ".join(str(a) for a in sorted(allowed_set))
+    if hung:
+        by = f" (signal {signal_killed})" if signal_killed is not None else ""
+        return unknown(name, f"not judged: the target hung and wschaos ended it{by}, so the exit code "
+                             f"is wschaos's, not the target's (expected {want}); the hang is "
+                             f"shutdown.exit_time's finding", allowed=sorted(allowed_set), hung=True,
+                       signal_killed=signal_killed)
     if returncode is None and signal_killed is not None:
         returncode = -signal_killed  # how subprocess reports a death by signal
     if returncode is None:
@@ -68,10 +90,52 @@ def exit_code(returncode: int | None, allowed: int | Collection[int], *,
                        allowed=sorted(allowed_set))
     figs = {"returncode": returncode, "allowed": sorted(allowed_set), "signal_killed": signal_killed}
     how = f" (killed by signal {signal_killed})" if signal_killed is not None else ""
-    want = " or ".join(str(a) for a in sorted(allowed_set))
     if returncode in allowed_set:
         return passed(name, f"exit code {returncode}{how}, expected {want}", **figs)
     return fail(name, f"exit code {returncode}{how}, expected {want}", **figs)
+
+
+@checker
+def forced_exit(after_ms: float | None, bound_ms: float | None, *, returncode: int | None,
+                forced_codes: Collection[int], clean_codes: Collection[int] = (0,),
+                drain_ms: float | None = None, second_sent: bool = True, stacks: Any = ()) -> Verdict:
+    """A second Ctrl+C during the drain ends the process within ``bound_ms`` with a forced-exit code.
+
+    ``after_ms``: the exit, in ms after the second Ctrl+C (negative: it exited before the
+    second could land; None: still running at the bound, wschaos ended it); ``second_sent``
+    False: the process had exited before the second Ctrl+C was sent. ``drain_ms``:
+    the exit after the *first* Ctrl+C. A clean exit before the second Ctrl+C, or a clean
+    exit within the bound after it, cannot tell a handled second Ctrl+C from an ignored
+    one whose drain just ended: unknown, saying so, never a pass.
+    """
+    name = "shutdown.forced_exit"
+    forced, clean = sorted(set(forced_codes)), sorted(set(clean_codes))
+    want = " or ".join(map(str, forced))
+    figs: dict[str, Any] = {"after_ms": after_ms, "bound_ms": bound_ms, "drain_ms": drain_ms,
+                            "returncode": returncode, "forced_codes": forced, "clean_codes": clean}
+    if bound_ms is None:
+        return unknown(name, "exit after the second Ctrl+C: no bound given", **figs)
+    drain = f"{fmt_num(drain_ms)} ms" if drain_ms is not None else "an unmeasured time"
+    if not second_sent or (after_ms is not None and after_ms < 0):
+        how = "cleanly" if returncode in clean else f"with code {returncode}"
+        return unknown(name, f"not judged: the drain ended {drain} after the first Ctrl+C (exit {how}), "
+                             f"before the second Ctrl+C could land: nothing to cut short", **figs)
+    if after_ms is None:
+        lines = stack_lines(stacks)
+        tail = f"; stacks: {summarize(lines, 3)}" if lines else ""
+        return fail(name, f"still running {bound_ms:g} ms after the second Ctrl+C: it was not cut short "
+                          f"(wschaos ended it){tail}", hung=True, stacks=lines[:200], **figs)
+    took = f"exit {fmt_ms(after_ms)} after the second Ctrl+C ({drain} after the first), code {returncode}"
+    if after_ms > bound_ms:
+        return fail(name, f"{took}: {fmt_ms(after_ms)} > bound {bound_ms:g} ms", **figs)
+    if returncode in forced:
+        return passed(name, f"{took}: within {bound_ms:g} ms, a forced exit ({want})", **figs)
+    if returncode in clean:
+        return unknown(name, f"not judged: exited cleanly (code {returncode}) {fmt_ms(after_ms)} after the "
+                             f"second Ctrl+C, {drain} after the first; its drain may simply have ended, so a "
+                             f"handled second Ctrl+C and an ignored one look the same (forced exit: {want})",
+                       **figs)
+    return fail(name, f"{took}: expected a forced-exit code {want}", **figs)
 
 
 def _lines(text: str) -> list[str]:
@@ -81,8 +145,14 @@ def _lines(text: str) -> list[str]:
 @checker
 def output_noise(stdout: str | None, stderr: str | None,
                  patterns: Iterable[str | re.Pattern[str]] = SHUTDOWN_NOISE, *,
-                 max_stderr_lines: int | None = None) -> Verdict:
-    """Fail on any line matching ``patterns`` (substring or regex), or more stderr lines than allowed."""
+                 max_stderr_lines: int | None = None, hung: bool = False) -> Verdict:
+    """Fail on any line matching ``patterns`` (substring or regex), or more stderr lines than allowed.
+
+    ``max_stderr_lines`` None (the default) judges the patterns only; a target that asks
+    for a line limit (PROTOCOL.md's reference server: 1) declares it. ``hung``: the target
+    never finished its shutdown (wschaos ended it), so its output is not that of a clean
+    shutdown and cannot pass: unknown, with what was seen in the figures.
+    """
     name = "shutdown.output_noise"
     if stdout is None and stderr is None:
         return unknown(name, "no output captured (stdout and stderr both missing)")
@@ -107,6 +177,11 @@ def output_noise(stdout: str | None, stderr: str | None,
     figs = {"noisy_lines": len(offending), "per_pattern": dict(per_pattern),
             "offending": offending[:20], "stderr_lines": err_lines,
             "max_stderr_lines": max_stderr_lines, "stderr_missing": stderr is None}
+    if hung:
+        seen = f"{len(offending)} noisy lines and {err_lines} stderr lines seen" if offending else \
+            f"no noisy line and {err_lines} stderr lines seen"
+        return unknown(name, f"not judged: the target hung and wschaos ended it, so its output is not that of "
+                             f"a shutdown it finished ({seen} before the kill)", hung=True, **figs)
     if problems:
         return fail(name, "; ".join(problems), **figs)
     if max_stderr_lines is not None and stderr is None:
@@ -115,9 +190,16 @@ def output_noise(stdout: str | None, stderr: str | None,
 
 
 @checker
-def no_survivors(survivors: Sequence[dict] | None) -> Verdict:
-    """Pass when no process of the target's tree outlived it."""
+def no_survivors(survivors: Sequence[dict] | None, *, hung: bool = False) -> Verdict:
+    """Pass when no process of the target's tree outlived it.
+
+    ``hung``: wschaos ended the tree itself, so whether a child would have outlived
+    the target's own exit cannot be seen: unknown.
+    """
     name = "shutdown.no_survivors"
+    if hung:
+        return unknown(name, "not judged: the target hung and wschaos ended its whole tree, so no process "
+                             "could outlive the target's own exit", hung=True)
     if survivors is None:
         return unknown(name, "no survivor list: the process tree was not inspected")
     if not survivors:
@@ -128,15 +210,16 @@ def no_survivors(survivors: Sequence[dict] | None) -> Verdict:
                 count=len(survivors), survivors=[dict(s) for s in survivors[:20]])
 
 
-def _port_free_positional(free: bool | None, port: int | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The earlier call ``port_free(free, port)``."""
-    return (free,), {"port": port}
+@checker
+def port_free(free: bool | None, *, port: int | None, hung: bool = False) -> Verdict:
+    """Pass when the target's port can be bound again after it exited.
 
-
-@checker(legacy=_port_free_positional)
-def port_free(free: bool | None, *, port: int | None) -> Verdict:
-    """Pass when the target's port can be bound again after it exited."""
+    ``hung``: the port was freed by wschaos's kill, not by the target's exit: unknown.
+    """
     name = "shutdown.port_free"
+    if hung:
+        return unknown(name, f"not judged: the target hung and wschaos ended it, so port {port} "
+                             "was released by the kill, not by the target's exit", port=port, hung=True)
     if free is None:
         return unknown(name, f"port {port} was not checked", port=port)
     if free:
@@ -181,32 +264,51 @@ def finals(history: History, clients: Collection[str] | None = None,
 
 
 @checker
-def close_codes(history: History, expected: int = 1001,
-                clients: Collection[str] | None = None) -> Verdict:
-    """Every client (default: connected ones that did not close themselves) was closed with ``expected``."""
+def close_codes(history: History, expected: int | Collection[int] = (1001,),
+                clients: Collection[str] | None = None, *, killed_ns: int | None = None) -> Verdict:
+    """Every client (default: connected ones that did not close themselves) was closed with an ``expected`` code.
+
+    ``expected`` is one code or the collection a target declared (``conventions.close_codes``;
+    PROTOCOL.md: 1001). ``killed_ns``: when wschaos ended a hung target; a connection that
+    ended after it was still open at the kill, and is reported so, never as the target's 1006.
+    """
     name = "shutdown.close_codes"
+    allowed = {expected} if isinstance(expected, int) else set(expected)
+    want = " or ".join(str(c) for c in sorted(allowed))
     if clients is None:
         selfclosed = {op.client for op in history.operations() if op.kind in ("close", "abort", "vanish")}
         clients = sorted({op.client for op in history.operations("connect") if op.outcome == "ok"} - selfclosed)
     if not clients:
-        return unknown(name, "no connected client to judge")
+        return unknown(name, "no connected client to judge", expected=sorted(allowed))
     codes: dict[str, int | None] = {}
+    at_kill: list[str] = []
     for o in closed_obs(history):
-        if o.source in clients and o.source not in codes:
-            codes[o.source] = o.data.get("code")
-    wrong = {c: (code if code is not None else 1006) for c, code in codes.items() if code != expected}
-    missing = [c for c in clients if c not in codes]
-    figs = {"expected": expected, "clients": len(clients), "codes": codes,
-            "wrong": wrong, "missing": missing}
+        if o.source in clients and o.source not in codes and o.source not in at_kill:
+            if killed_ns is not None and o.t_ns >= killed_ns:
+                at_kill.append(o.source)
+            else:
+                codes[o.source] = o.data.get("code")
+    wrong = {c: (code if code is not None else 1006) for c, code in codes.items() if code not in allowed}
+    missing = [c for c in clients if c not in codes and c not in at_kill]
+    figs = {"expected": sorted(allowed), "clients": len(clients), "codes": codes,
+            "wrong": wrong, "missing": missing, "open_at_kill": at_kill}
+    problems = []
     if wrong:
         tally = Counter(wrong.values())
-        return fail(name, f"{len(wrong)} of {len(clients)} clients closed with other codes than {expected}: "
-                          + ", ".join(f"{code} x{n}" for code, n in sorted(tally.items()))
-                          + f" ({summarize(f'{c}: {code}' for c, code in wrong.items())})", **figs)
+        problems.append(f"{len(wrong)} of {len(clients)} clients closed with other codes than {want}: "
+                        + ", ".join(f"{code} x{n}" for code, n in sorted(tally.items()))
+                        + f" ({summarize(f'{c}: {code}' for c, code in wrong.items())})")
+    if at_kill:
+        problems.append(f"{len(at_kill)} of {len(clients)} connections were still open when wschaos ended "
+                        f"the hung target: never closed by its shutdown ({summarize(at_kill)})")
+    if problems:
+        return fail(name, "; ".join(problems), **figs)
     if missing:
         return unknown(name, f"{len(missing)} of {len(clients)} clients recorded no close: "
                              f"{summarize(missing)}", **figs)
-    return passed(name, f"all {len(clients)} clients closed with {expected}", **figs)
+    got = sorted({c for c in codes.values() if c is not None})
+    return passed(name, f"all {len(clients)} clients closed with {' or '.join(map(str, got))} "
+                        f"(allowed {want})", **figs)
 
 
 @checker

@@ -67,6 +67,8 @@ def test_the_http_readiness_url_gets_host_and_port():
 def test_each_kind_of_wait_is_named_for_the_start_error():
     """The start error says what was waited for: the line's pattern, the port, or the GET."""
     assert describe_wait(Readiness(pattern=r"^READY"), "127.0.0.1", 0) == "a stdout line matching /^READY/"
+    assert describe_wait(Readiness(pattern=r"^READY", stream="stderr"), "127.0.0.1", 0) == "a stderr line matching /^READY/"
+    assert describe_wait(Readiness(pattern=r"^READY", stream="any"), "127.0.0.1", 0) == "an output line matching /^READY/"
     assert describe_wait(Readiness(kind="port"), "127.0.0.1", 8765) == "port 127.0.0.1:8765 to accept"
     http = Readiness(kind="http", url="http://127.0.0.1:{port}/up")
     assert describe_wait(http, "127.0.0.1", 8765) == "GET http://127.0.0.1:8765/up to answer 2xx"
@@ -87,3 +89,36 @@ def test_a_port_placeholder_is_found_inside_an_argument():
     assert has_port_placeholder(["srv", "--bind=127.0.0.1:{port}"])
     assert has_port_placeholder(["srv", "{port}"])
     assert not has_port_placeholder(["srv", "--port", "8765"])
+
+
+def test_a_ready_line_on_stderr_is_found_where_the_target_says(tmp_path):
+    """readiness.stream = "stderr" (uvicorn's habit): the line is awaited there, and not on stdout."""
+    import asyncio
+    import sys
+
+    from harness.process.supervisor import Supervisor, TargetStartError
+    from harness.target.spec import Target
+
+    code = ("import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
+            "print('Uvicorn running on http://127.0.0.1:%d' % s.getsockname()[1], file=sys.stderr, flush=True); "
+            "time.sleep(30)")
+    pattern = r"Uvicorn running on http://(?P<host>[\d.]+):(?P<port>\d+)"
+
+    async def start(stream: str, bound: float) -> Supervisor:
+        target = Target(name="uv", argv=(sys.executable, "-c", code), stats_path=None, health_path=None,
+                        readiness=Readiness(pattern=pattern, stream=stream)).with_limits(ready_timeout_s=bound)
+        sup = Supervisor(target, tmp_path / stream)
+        try:
+            await sup.start()
+        finally:
+            await sup.stop()
+        return sup
+
+    assert asyncio.run(start("stderr", 10)).port > 0
+    assert asyncio.run(start("any", 10)).port > 0
+    try:
+        asyncio.run(start("stdout", 1))
+    except TargetStartError as exc:
+        assert "waited for a stdout line matching" in str(exc)
+    else:
+        raise AssertionError("a stderr ready line must not satisfy stdout readiness")

@@ -73,7 +73,8 @@ def readiness_url(readiness: Readiness, host: str, port: int) -> str:
 def describe_wait(readiness: Readiness, host: str, port: int) -> str:
     """What is waited for, as the tail of a message ("a stdout line matching /.../", ...)."""
     if readiness.kind == "line":
-        return f"a stdout line matching /{readiness.pattern}/"
+        where = "an output line" if readiness.stream == "any" else f"a {readiness.stream} line"
+        return f"{where} matching /{readiness.pattern}/"
     if readiness.kind == "port":
         return f"port {host}:{port} to accept"
     return f"GET {readiness_url(readiness, host, port)} to answer 2xx"
@@ -153,7 +154,7 @@ async def _await_line(
 ) -> Ready:
     deadline = Deadline.after(bound)
     what = describe_wait(readiness, host, port)
-    match_task = asyncio.ensure_future(out.wait_match(readiness.pattern, bound, "stdout"))
+    match_task = asyncio.ensure_future(out.wait_match(readiness.pattern, bound, readiness.stream))
     exit_task = asyncio.ensure_future(exited.wait(bound))
     try:
         await asyncio.wait({match_task, exit_task}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
@@ -161,15 +162,16 @@ async def _await_line(
         for t in (match_task, exit_task):
             t.cancel()
     m = match_task.result() if match_task.done() and not match_task.cancelled() else None
-    stdout_closed = out.eof["stdout"].is_set()
-    if m is None and stdout_closed and not exited.is_set():
-        # stdout ended without the line: the process is most likely on its
+    stream_closed = all(out.eof[s].is_set() for s in out.streams(readiness.stream))
+    if m is None and stream_closed and not exited.is_set():
+        # The stream ended without the line: the process is most likely on its
         # way out, and its exit code is the better explanation.
         await exited.wait(deadline.remaining())
     if exited.is_set():
         return Ready(host, port, f"exited with code {returncode()} before it was ready (waiting for {what})")
     if m is None:
-        if stdout_closed:
-            return Ready(host, port, f"closed its stdout without {what}")
-        return Ready(host, port, f"not ready within {bound:.1f}s: no {what}")
+        if stream_closed:
+            gone = "its output" if readiness.stream == "any" else f"its {readiness.stream}"
+            return Ready(host, port, f"closed {gone} without {what}")
+        return Ready(host, port, f"not ready within {bound:.1f}s: waited for {what}")
     return address_from_line(m, host=host, port=port, port_given=port_given)

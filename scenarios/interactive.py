@@ -105,7 +105,8 @@ async def exit_(ctx: Context, how: str, key: str, streaming: bool) -> None:
     ctx.figure("client_exit_ms", result.exit_ms)
     ctx.check(checkers.client.exit_time(None if result.hung else result.exit_ms, bound_s * 1000,
                                         what=what, stacks=stacks))
-    ctx.check(checkers.exit_code(result.exitstatus, allowed, signal_killed=result.signalstatus))
+    ctx.check(checkers.exit_code(result.exitstatus, allowed, signal_killed=result.signalstatus, hung=result.hung,
+                                 what="the client"))
     ctx.check(checkers.output_noise(result.output, "", ctx.target.noise_patterns))
     ctx.check(checkers.client.closed_cleanly(wire.summaries(keystroke_ns=result.sent_ns), what=term.name))
     ctx.check(checkers.terminal_usable(term.terminal_state()))

@@ -12,7 +12,6 @@ from __future__ import annotations
 from harness import checkers
 from harness.core.timing import now_ns, scaled
 from harness.engine.scenario import Context, NotApplicable, scenario
-from harness.nemesis.peer import peer_target
 
 #: What the case asks the target for; the bound scales with the interval it has.
 INTERVAL_S = 1.0
@@ -51,7 +50,7 @@ async def silent_peer(ctx: Context, how: str) -> None:
         c = await ctx.client(sup)
         ctx.enter(ctx.nemesis.stop_reading(c))
     else:
-        peer = await _start_peer(ctx, sup)
+        peer = await ctx.start_peer(sup)
         ctx.enter(ctx.nemesis.freeze(peer.pid, what=peer.name))
     since = now_ns()
     dropped = await ctx.probes.wait_stats(sup, lambda s: s.get("connections") == 0, scaled(bound_ms / 1000 + 2))
@@ -60,12 +59,3 @@ async def silent_peer(ctx: Context, how: str) -> None:
     ctx.check(checkers.keepalive.dropped_within(dropped_ms, bound_ms, what=f"drop of a silent peer ({how})"))
     after = await ctx.probes.settle_stats(sup, RELEASED, scaled(2))
     ctx.check(checkers.counters_zero(after, keys=RELEASED))
-
-
-async def _start_peer(ctx: Context, sup: object) -> object:
-    """The frozen peer, in a process of its own, speaking the target's protocol (its adapter)."""
-    target = ctx.target
-    return await ctx.start_target(
-        target=peer_target(sup.ws_url, "idle", allow_remote=target.allow_remote,  # type: ignore[attr-defined]
-                           adapter=target.adapter, adapter_config=target.adapter_config),
-        name=ctx.name("peer"))

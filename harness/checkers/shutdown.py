@@ -67,7 +67,7 @@ def exit_time(exit_ms: float | None, bound_ms: float | None, *, what: str = "exi
 
 @checker
 def exit_code(returncode: int | None, allowed: int | Collection[int], *,
-              signal_killed: int | None = None, hung: bool = False) -> Verdict:
+              signal_killed: int | None = None, hung: bool = False, what: str = "the target") -> Verdict:
     """Pass when the exit code is one of ``allowed``; a death by signal is named as such.
 
     ``hung``: the harness had to end the target (it was still running at the bound); the
@@ -79,9 +79,9 @@ def exit_code(returncode: int | None, allowed: int | Collection[int], *,
     want = " or ".join(str(a) for a in sorted(allowed_set))
     if hung:
         by = f" (signal {signal_killed})" if signal_killed is not None else ""
-        return unknown(name, f"not judged: the target hung and wschaos ended it{by}, so the exit code "
-                             f"is wschaos's, not the target's (expected {want}); the hang is "
-                             f"shutdown.exit_time's finding", allowed=sorted(allowed_set), hung=True,
+        return unknown(name, f"not judged: {what} hung and wschaos ended it{by}, so the exit code "
+                             f"is wschaos's, not {what}'s (expected {want}); the hang is "
+                             f"{'client' if 'client' in what else 'shutdown'}.exit_time's finding", allowed=sorted(allowed_set), hung=True,
                        signal_killed=signal_killed)
     if returncode is None and signal_killed is not None:
         returncode = -signal_killed  # how subprocess reports a death by signal

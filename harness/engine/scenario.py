@@ -308,8 +308,11 @@ class Context:
         """A client in a process of its own, connected to ``sup``, for the nemesis to freeze."""
         from harness.nemesis.peer import peer_target
 
-        peer = await self.start_target(target=peer_target(sup.ws_url, mode, allow_remote=self.target.allow_remote),
-                                       name=self.name("peer"))
+        # The peer speaks the target's protocol: its adapter and adapter config.
+        peer = await self.start_target(
+            target=peer_target(sup.ws_url, mode, allow_remote=self.target.allow_remote,
+                               adapter=self.target.adapter, adapter_config=self.target.adapter_config),
+            name=self.name("peer"))
         self._helpers.add(peer.name)
         return peer
 

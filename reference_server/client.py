@@ -31,6 +31,10 @@ the bugs the harness's terminal checks exist to catch:
 ``tty_not_restored``
     echo is turned off while a reply streams (so typed keys do not garble it,
     as spinner code does) and never turned back on.
+``no_close_frame``
+    on quit the socket is just dropped: the process exits at once, cleanly,
+    but the server never gets a close frame (it sees 1006), the bug a
+    missing ``disconnect()`` before exit leaves.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ __all__ = [
     "main",
 ]
 
-FAULTS = ("loop_thread_leak", "tty_not_restored")
+FAULTS = ("loop_thread_leak", "tty_not_restored", "no_close_frame")
 
 EXIT_OK = 0
 EXIT_CONNECT_FAILED = 1
@@ -292,7 +296,10 @@ class ChatClient:
             for task in (writer, waiter):
                 if task is not None:
                     task.cancel()
-            await ws.close()
+            if "no_close_frame" in self.faults:
+                ws.transport.abort()  # the bug: no closing handshake, the socket just goes
+            else:
+                await ws.close()
             if reader is not None:
                 try:
                     await asyncio.wait_for(reader, CLOSE_TIMEOUT_S)

@@ -108,6 +108,7 @@ PROOFS = [
     Proof("interactive.exit[quit-0]", (), "client.exit_time", r"did not happen within \d+", client_faults=("loop_thread_leak",)),
     Proof("interactive.exit[ctrl_c-idle]", (), "shutdown.output_noise", r"KeyboardInterrupt|Traceback", client_faults=("loop_thread_leak",)),
     Proof("interactive.exit[ctrl_c-streaming]", (), "client.terminal_usable", r"echo", client_faults=("tty_not_restored",)),
+    Proof("interactive.exit[quit-q]", (), "client.closed_cleanly", r"no close frame", client_faults=("no_close_frame",)),
 ]
 
 

@@ -7,6 +7,7 @@ import copy
 import json
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,121 @@ def test_import_path_adapter(tmp_path, monkeypatch):
         load_adapter("my_adapter:Broken")
     with pytest.raises(AdapterError, match="is not 'reference', 'declarative'"):
         load_adapter("my_adapter")
+
+
+# -- agent back ends: order, answers, binary frames, sessions ---------------------------
+
+AGENTS = ROOT / "tests" / "fixtures" / "agents"
+
+
+def _agent_config(name: str) -> dict[str, Any]:
+    return copy.deepcopy(dict(load_target(AGENTS / f"{name}.toml").adapter_config))
+
+
+def test_binary_frames_are_classified_by_prefix_and_size_with_their_frame_number():
+    """voice_agent's audio: AUD0 and 320 bytes is a chunk numbered from its bytes 4-8; anything else is invalid."""
+    voice = load_adapter(load_target(AGENTS / "voice_agent.toml"))
+    audio = b"AUD0" + (7).to_bytes(4, "little") + bytes(312)
+    chunk = voice.classify(audio, 9)
+    assert (chunk.kind, chunk.seq, chunk.request_id, chunk.t_ns, chunk.delta) == ("chunk", 7, None, 9, None)
+    short = voice.classify(audio[:100])
+    assert short.kind == "invalid" and "100 bytes" in short.problem and "adapter_config.binary" in short.problem
+    assert voice.classify(b"RIFF" + bytes(316)).kind == "invalid"
+    assert voice.classify(b"").kind == "invalid"
+    assert voice.classify('{"type": "speech_start", "role": "agent"}').kind == "meta"
+    assert voice.classify('{"type": "speech_end", "role": "user"}').kind == "unknown"
+
+
+def test_binary_shorthand_hex_prefixes_and_size_ranges():
+    """"chunk of the active request", prefix_hex and min/max sizes all select binary frames."""
+    cfg = _agent_config("voice_agent")
+    cfg["binary"] = "chunk of the active request"
+    assert DeclarativeAdapter(cfg).classify(b"\x00\x01").kind == "chunk"
+    cfg["binary"] = [{"kind": "meta", "prefix_hex": "ff00", "min_size": 3, "max_size": 4},
+                     {"kind": "chunk", "min_size": 5}]
+    a = DeclarativeAdapter(cfg)
+    assert [a.classify(b).kind for b in (b"\xff\x00\x01", b"\xff\x00", b"\xff\x00\x01\x02\x03", b"ab")] == \
+        ["meta", "invalid", "chunk", "invalid"]
+
+
+def test_interrupted_is_a_path_a_condition_or_not_said():
+    """fields.interrupted: stopped = true, finish_reason == "interrupted", or false (the service does not say)."""
+    path = load_adapter(load_target(AGENTS / "path_sessions.toml"))
+    assert path.classify('{"type": "turn_done", "stopped": true}').interrupted is True
+    assert path.classify('{"type": "turn_done"}').interrupted is False
+    llm = load_adapter(load_target(AGENTS / "llm_proxy_agent.toml"))
+    assert llm.classify('{"type": "end", "message_id": "m1", "finish_reason": "interrupted"}').interrupted is True
+    assert llm.classify('{"type": "end", "message_id": "m1", "finish_reason": "stop"}').interrupted is False
+    stop = load_adapter(load_target(AGENTS / "stop_no_ack.toml"))
+    done = stop.classify('{"type": "done", "id": "m1"}')
+    assert (done.kind, done.interrupted, done.request_id) == ("final", None, "m1")
+
+
+def test_what_a_declared_protocol_has():
+    """messages names the interrupt's answer, its target, sequence numbers; no interrupt, none of them."""
+    cfg = _agent_config("path_sessions")
+    assert DeclarativeAdapter(cfg).messages == {"request", "interrupt", "ack", "final"}
+    cfg["interrupt"]["answer"] = "ack"
+    assert DeclarativeAdapter(cfg).messages == {"request", "interrupt", "ack"}
+    cfg["interrupt"] = {"template": {"type": "interrupt", "turn": "{target}"}, "answer": "final"}
+    assert DeclarativeAdapter(cfg).messages == {"request", "interrupt", "interrupt_target", "final"}
+    del cfg["interrupt"]
+    no_interrupt = DeclarativeAdapter(cfg)
+    assert no_interrupt.messages == {"request"}
+    with pytest.raises(Unsupported, match="interrupt"):
+        no_interrupt.encode_interrupt("i1", None, "user")
+    assert {"seq", "ack", "final", "interrupt_target"} <= ReferenceAdapter().messages
+
+
+def test_agent_config_errors_name_the_bad_key():
+    """Sessions, correlation, answers, binary rules and conditions: one line naming the key."""
+    base = _agent_config("path_sessions")
+    voice = _agent_config("voice_agent")
+    assert "adapter_config.correlation must be one of id, order" in _bad(base, lambda c: c.update(correlation="fifo"))
+    assert "interrupt.answer must be one of" in _bad(base, lambda c: c["interrupt"].update(answer="maybe"))
+    assert "session.create.id_path is required" in _bad(base, lambda c: c["session"]["create"].pop("id_path"))
+    assert "needs exactly one of path" in _bad(base, lambda c: c["session"]["create"].update(url="http://x/"))
+    assert "session.create.status" in _bad(base, lambda c: c["session"]["create"].update(status="201"))
+    assert "{sid}" in _bad(base, lambda c: c["session"]["delete"].update(path="/api/sessions/{sid}"))
+    assert "session.delete.methd" in _bad(base, lambda c: c["session"]["delete"].update(methd="GET"))
+    assert "fields.interrupted as a table" in _bad(base, lambda c: c["fields"].update(interrupted={"path": "x"}))
+    assert "fields.interrupted must be" in _bad(base, lambda c: c["fields"].update(interrupted=True))
+    assert "binary[0].kind" in _bad(voice, lambda c: c["binary"][0].update(kind="audio"))
+    assert "binary[0].seq.format" in _bad(voice, lambda c: c["binary"][0].update(seq={"format": "<II"}))
+    assert "give size, or min_size/max_size" in _bad(voice, lambda c: c["binary"][0].update(max_size=400))
+    assert "binary[0].prefix_hex is not hex" in _bad(
+        voice, lambda c: c["binary"][0].update(prefix_hex="zz") or c["binary"][0].pop("prefix"))
+    assert "adapter_config.binary must be" in _bad(voice, lambda c: c.update(binary="audio please"))
+
+
+def test_a_session_id_in_the_path_needs_a_session_made_first(tmp_path):
+    """ws_path with {session_id} and no adapter_config.session is refused before anything starts."""
+    target = load_target(AGENTS / "path_sessions.toml")
+    cfg = dict(target.adapter_config)
+    del cfg["session"]
+    with pytest.raises(AdapterError, match=r"uses \{session_id\}.*adapter_config.session.create"):
+        load_adapter(target, config=cfg)
+
+
+def test_a_python_adapter_is_imported_from_beside_its_target_file(tmp_path):
+    """adapter = "module:Class" is found in the target file's directory, with no PYTHONPATH."""
+    (tmp_path / "beside_adapter_mod.py").write_text(textwrap.dedent("""
+        from beside_helper_mod import NAME
+        from harness.protocol.adapters import ReferenceAdapter
+
+        class Beside(ReferenceAdapter):
+            name = NAME
+            correlation = "order"
+    """))
+    (tmp_path / "beside_helper_mod.py").write_text('NAME = "beside"\n')
+    (tmp_path / "t.toml").write_text('[target]\ncmd = "srv --port {port}"\nadapter = "beside_adapter_mod:Beside"\n')
+    before = list(sys.path)
+    try:
+        adapter = load_adapter(load_target(tmp_path / "t.toml"))
+        assert (adapter.name, adapter.correlation) == ("beside", "order")
+        assert sys.path == before  # the directory is on the import path only while it loads
+        with pytest.raises(AdapterError, match=r"cannot import 'beside_missing'.*looked beside the target file"):
+            load_adapter(replace(load_target(tmp_path / "t.toml"), adapter="beside_missing:X"))
+    finally:
+        for mod in ("beside_adapter_mod", "beside_helper_mod"):
+            sys.modules.pop(mod, None)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from harness.protocol.frames import (
     KINDS,
+    REPLY_KINDS,
     Frame,
+    InterruptResult,
     classify,
     encode_heartbeat,
     encode_interrupt,
@@ -128,3 +131,26 @@ def test_reply_is_assembled_from_frames():
         True, True, "user", [0, 1], "aa")
     assert (reply.first_chunk_ms, reply.total_ms) == (1.0, 4.0)
     assert not Reply.assemble("r1", [], None, None, 0).complete
+
+
+def test_meta_frames_belong_to_a_reply_without_being_a_piece_of_it():
+    """meta is a kind of its own: neither a chunk nor a final, part of the reply kinds."""
+    assert "meta" in KINDS and set(REPLY_KINDS) == {"chunk", "final", "meta"}
+    meta = Frame("meta", "start", "r1", None, {}, "{}", 1)
+    assert (meta.final, meta.interrupted, meta.delta) == (None, None, None)
+
+
+def test_a_final_whose_service_does_not_say_is_neither_interrupted_nor_not():
+    """fields interrupted None means "not said": interrupted is None, not False; derived values are recorded."""
+    unsaid = Frame("final", "done", "r1", None, {}, "{}", 1, {"interrupted": None})
+    assert unsaid.interrupted is None and frame_record(unsaid)["interrupted"] is None
+    assert "derived" not in frame_record(unsaid)
+    said = replace(unsaid, fields={"interrupted": True}, derived=("interrupted",))
+    assert said.interrupted is True and frame_record(said)["derived"] == ["interrupted"]
+    assert Frame("final", "done", "r1", None, {}, "{}", 1).interrupted is False  # the reference default
+
+
+def test_an_interrupt_result_says_what_answered_it():
+    """answered_by and answer default to None, so results built the old way keep their meaning."""
+    res = InterruptResult("i1", "r1", None, None, 0, None)
+    assert (res.answered_by, res.answer, res.status, res.interrupted_ids) == (None, None, None, [])

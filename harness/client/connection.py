@@ -11,6 +11,11 @@ died before the answer) is recorded as ``unknown``, never guessed.
 The client is built for churn: hundreds per process, thousands of cycles a
 minute. Per frame it does one JSON parse, one small dict and no logging.
 
+A protocol that makes a session before the WebSocket (``Adapter.session``)
+gets one per client: made when the client connects, its id put in the URL's
+``{session_id}``, removed once the connection has ended
+(:mod:`harness.client.session`); both are operations in the history.
+
 Fault actions that act on this client's own socket live here because they
 need its transport: :meth:`Client.abort` (TCP RST), :meth:`Client.vanish`
 (FIN, no close frame), :meth:`Client.stop_reading` (a slow reader: no reads,
@@ -24,6 +29,7 @@ import itertools
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from harness.client.correlate import Correlator, Pending
+from harness.client.session import create_session, delete_session, session_url
 from harness.core.history import History, Operation
 from harness.core.sockets import fin_close, pause_transport, resume_transport, rst_close
 from harness.core.timing import now_ns, scaled
@@ -128,6 +135,7 @@ class Client:
                 _LOOPBACK_OK.clear()
             _LOOPBACK_OK.add(url)
         self.url = url
+        self.allow_remote = allow_remote
         #: Carry each request's reply shape in its text to the target's (fake) LLM upstream.
         self.shape_upstream = shape_upstream
         self.adapter = adapter or _REFERENCE
@@ -153,7 +161,14 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._closed: asyncio.Future[tuple[int | None, str]] | None = None
         # Who is waiting for which frame: replies, ACKs, heartbeats, predicates.
-        self._waiting = Correlator(self._end)
+        self._waiting = Correlator(self._end, correlation=getattr(self.adapter, "correlation", "id"),
+                                   answer=getattr(self.adapter, "interrupt_answer", "final_then_ack"))
+        #: False when the protocol's interrupt names no request: every interrupt stops all.
+        self._targets = bool(getattr(self.adapter, "interrupt_targets", True))
+        #: The session made for this client before its WebSocket (None: none was made).
+        self.made_session: str | None = None
+        self._session_spec = getattr(self.adapter, "session", None)
+        self._session_removal: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._paused_resume: Callable[[], Any] | None = None
 
@@ -175,6 +190,8 @@ class Client:
             error = _describe(exc)
             self.history.end(op, "fail", session_id=None, error=error)
             self._hard_close()
+            self._remove_session_later()
+            await self.session_removed()
             raise ConnectError(f"client {self.name}: connect to {self.url} failed: {error}") from exc
         self.ready = ready
         self.session_id = ready.session_id
@@ -184,9 +201,60 @@ class Client:
         return ready
 
     async def _open(self) -> Frame:
-        # One bound over the WebSocket opening and the protocol's handshake.
-        self._conn = await connect(self.url, **self._kw)
-        return await self.adapter.handshake(self._send_raw_frame, self._handshake_recv)
+        # One bound over the session's creation, the WebSocket opening and the protocol's handshake.
+        url = self.url
+        if self._session_spec is not None:
+            url = session_url(url, await self._make_session())
+        self._conn = await connect(url, **self._kw)
+        ready = await self.adapter.handshake(self._send_raw_frame, self._handshake_recv)
+        if ready.session_id is None and self.made_session is not None:
+            ready = replace(ready, session_id=self.made_session)
+        return ready
+
+    async def _make_session(self) -> str:
+        """Make this client's session (bounded by the connect's own bound); recorded as ``session_create``."""
+        assert self._session_spec is not None
+        op = self.history.begin(self.name, "session_create", url=self.url)
+        try:
+            sid, info = await create_session(self._session_spec.create, self.url, client=self.name,
+                                             timeout=self._kw["open_timeout"] or scaled(10),
+                                             allow_remote=self.allow_remote)
+        except BaseException as exc:
+            self.history.end(op, "fail", session_id=None, error=_describe(exc))
+            raise
+        self.made_session = sid
+        self.history.end(op, "ok", session_id=sid, **info)
+        return sid
+
+    def _remove_session_later(self) -> None:
+        """After the connection has ended: remove the session made for it (best effort, bounded)."""
+        spec = self._session_spec
+        if spec is None or spec.delete is None or self.made_session is None or self._session_removal is not None:
+            return
+        self._session_removal = asyncio.get_running_loop().create_task(
+            self._remove_session(), name=f"wschaos-session-delete-{self.name}")
+
+    async def _remove_session(self) -> None:
+        spec = self._session_spec
+        assert spec is not None and spec.delete is not None and self.made_session is not None
+        op = self.history.begin(self.name, "session_delete", session_id=self.made_session)
+        try:
+            info = await delete_session(spec.delete, self.url, self.made_session, client=self.name,
+                                        timeout=scaled(2), allow_remote=self.allow_remote)
+        except Exception as exc:  # best effort: the service may be gone (its shutdown closed us)
+            self.history.end(op, "fail", status=None, error=_describe(exc))
+            return
+        self.history.end(op, "ok" if info["removed"] else "fail", **info)
+
+    async def session_removed(self, timeout: float | None = None) -> None:
+        """Wait (bounded) until the session made for this client has been removed, if it is being."""
+        task = self._session_removal
+        if task is None or task.done():
+            return
+        try:
+            await _bounded(asyncio.shield(task), timeout if timeout is not None else scaled(3))
+        except asyncio.TimeoutError:
+            task.cancel()
 
     async def _handshake_recv(self) -> Frame:
         assert self._conn is not None
@@ -230,14 +298,19 @@ class Client:
             self._on_closed()
 
     def _take(self, raw: str | bytes, t_ns: int) -> Frame:
-        frame = self.adapter.classify(raw, t_ns)
+        frame, records = self._waiting.dispatch(self.adapter.classify(raw, t_ns))
+        for rec in records:
+            self._record(rec)
+        return frame
+
+    def _record(self, frame: Frame) -> None:
+        """One ``frame`` observation (received, or derived from one), and the waiters it wakes."""
         if self._keep_frames:
             self.frames.append(frame)
         # Passed after creation: the record has a "kind" key, which is also
         # History.observe's own parameter name.
-        self.history.observe(self.name, "frame", t_ns).data = frame_record(frame)
-        self._waiting.dispatch(frame)
-        return frame
+        self.history.observe(self.name, "frame", frame.t_ns).data = frame_record(frame)
+        self._waiting.wake(frame)
 
     def _on_closed(self) -> None:
         conn = self._conn
@@ -249,6 +322,7 @@ class Client:
         self._waiting.settle_all()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result((code, reason))
+        self._remove_session_later()
 
     # -- sending -------------------------------------------------------------
     async def _send(self, op: Operation, data: str | bytes) -> None:
@@ -293,13 +367,7 @@ class Client:
         data = self.adapter.encode_request(rid, text, options, self.session_id)
         op = self.history.begin(self.name, "request", request_id=rid, text=text, options=options)
         pend = Pending(rid, op, now_ns(), asyncio.get_running_loop().create_future())
-        active = self._waiting.pending.get(rid)
-        if active is not None and not active.done.done():
-            # A deliberate duplicate id: the stream stays with the first
-            # request; the next ERROR for the id answers this one.
-            self._waiting.dups.setdefault(rid, []).append(pend)
-        else:
-            self._waiting.pending[rid] = pend
+        self._waiting.add_request(pend)
         try:
             await self._send(op, data)
         except ConnectionLost:
@@ -332,13 +400,23 @@ class Client:
         data = self.adapter.encode_interrupt(iid, target, reason, self.session_id)
         op = self.history.begin(self.name, "interrupt", interrupt_id=iid, target=target)
         fut: asyncio.Future[Frame | None] = asyncio.get_running_loop().create_future()
-        self._waiting.answers[iid] = fut
+        # A protocol whose interrupt names no request stops every one of them.
+        it = self._waiting.add_interrupt(iid, target if self._targets else None, fut)
         sent_ns = now_ns()
         try:
-            await self._send(op, data)
+            try:
+                await self._send(op, data)
+            except ConnectionLost:
+                self._waiting.drop_interrupt(it)
+                raise
+            # A service without ACKs says nothing when nothing runs: nothing to wait for.
+            nothing = self._waiting.nothing_to_stop(it, now_ns())
+            if nothing is not None:
+                self._record(nothing)
             answer = await self._wait(fut, timeout if timeout is not None else scaled(5))
         finally:
-            self._waiting.answers.pop(iid, None)
+            if not fut.done():
+                self._waiting.expire(it)
         if answer is None or answer.kind == "error":
             error = answer
             if error is not None:
@@ -348,17 +426,26 @@ class Client:
                 self.history.end(op, "unknown", status=None, interrupted=None, interrupted_count=None,
                                  latency_ms=None, error="no ACK" if not self.closed else "connection closed")
             return InterruptResult(iid, target, None, None, sent_ns, None, error)
-        latency = (answer.t_ns - sent_ns) / 1e6
         ids = answer.interrupted_ids or []
+        by = it.answered_by or "ack"
+        if by == "nothing":
+            # No answer was received, so no latency was measured.
+            self.history.end(op, "ok", status=answer.status, interrupted=ids,
+                             interrupted_count=answer.interrupted_count, answered_by=by, chunks_after=0)
+            return InterruptResult(iid, target, answer, None, sent_ns, None, answered_by=by)
+        latency = (answer.t_ns - sent_ns) / 1e6
         self.history.end(op, "ok", status=answer.status, interrupted=ids,
-                         interrupted_count=answer.interrupted_count, latency_ms=latency)
-        return InterruptResult(iid, target, answer, latency, sent_ns, answer.t_ns)
+                         interrupted_count=answer.interrupted_count, latency_ms=latency, answered_by=by,
+                         chunks_after=it.chunks_after)
+        return InterruptResult(iid, target, answer, latency, sent_ns, answer.t_ns, answered_by=by,
+                               answer=it.answer)
 
     async def heartbeat(self, timeout: float | None = None) -> Frame:
         """Send a heartbeat; returns its HEARTBEAT_ACK (or the ERROR that answered)."""
         hid = self._next_id("h")
         data = self.adapter.encode_heartbeat(hid, self.session_id)
         op = self.history.begin(self.name, "heartbeat", request_id=hid)
+        self._waiting.sent_other()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Frame | None] = loop.create_future()
         self._waiting.answers[hid] = fut
@@ -378,6 +465,7 @@ class Client:
 
     async def _simple(self, kind: str, frame: str | bytes, **fields: Any) -> None:
         op = self.history.begin(self.name, kind, **fields)
+        self._waiting.sent_other()
         await self._send(op, frame)
         # The protocol answers these only on error, so "sent" is the outcome.
         self.history.end(op, "ok", error_code=None)
@@ -407,6 +495,7 @@ class Client:
         preview = data[:200] if isinstance(data, str) else repr(bytes(data[:200]))
         op = self.history.begin(self.name, "send_raw", size=len(data), binary=not isinstance(data, str),
                                 preview=preview)
+        self._waiting.sent_other()
         try:
             await self._send(op, data)
         except ConnectionLost:
@@ -459,8 +548,10 @@ class Client:
             self._hard_close()
             await self._reader_done(scaled(1))
             self.history.end(op, "unknown", close_code=self._close_code(), error="closing handshake timed out")
+            await self.session_removed()
             return
         self.history.end(op, "ok", close_code=self._close_code())
+        await self.session_removed()
 
     async def abort(self) -> None:
         """End the connection with a TCP RST (SO_LINGER on, 0 s): no close frame."""
@@ -468,6 +559,7 @@ class Client:
         rst_close(self.connection.transport)
         await self._reader_done(scaled(2))
         self.history.end(op, "ok", close_code=self._close_code())
+        await self.session_removed()
 
     async def vanish(self) -> None:
         """End the connection with a FIN and no close frame, as a killed process would."""
@@ -475,6 +567,7 @@ class Client:
         fin_close(self.connection.transport)
         await self._reader_done(scaled(2))
         self.history.end(op, "ok", close_code=self._close_code())
+        await self.session_removed()
 
     def stop_reading(self) -> None:
         """Stop reading the socket: no frames, no pongs; the server's send buffer fills."""

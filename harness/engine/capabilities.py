@@ -10,7 +10,11 @@ and the summary, never run into a crash or a pass that could not have failed:
 ``pty``             a real terminal (always here)
 ``reference``       the reference server's own test switches
 ``agent:NAME``      the agent ``async``, ``upstream`` or ``blocking`` (declared)
-``message:NAME``    a client message of the protocol (``heartbeat``, ``subscribe``, ...)
+``message:NAME``    a client message of the protocol (``interrupt``, ``heartbeat``,
+                    ``subscribe``, ...) or what the service answers with: ``ack`` (interrupts
+                    are acknowledged), ``final`` (a stopped reply ends with a final frame),
+                    ``interrupt_target`` (an interrupt names the request it stops),
+                    ``seq`` (chunks carry a sequence number); see ``Adapter.messages``
 ``interactive``     an interactive client to drive
 ``hook:NAME``       a declared test condition (``stuck_drain``, ``drain_delay``)
 ==================  ============================================================
@@ -27,6 +31,14 @@ from harness.target.spec import Target
 __all__ = ["KNOWN_PREFIXES", "unmet"]
 
 KNOWN_PREFIXES = ("agent:", "message:", "hook:")
+#: Why a ``message:NAME`` need is unmet, for the names that are not client messages.
+_MESSAGE_WHY = {
+    "ack": "needs interrupts to be acknowledged (the target sends no ACK: interrupt.answer)",
+    "final": "needs a final frame for a stopped reply (the target sends none: interrupt.answer)",
+    "interrupt_target": "needs interrupts that name the request they stop (the target's interrupt "
+                        "names none, it stops whatever runs)",
+    "seq": "needs chunks that carry a sequence number (the target declares none: fields.seq)",
+}
 _HOOK_WHY = {
     "stuck_drain": "a way to make its drain stick (capabilities.hooks.stuck_drain)",
     "drain_delay": "a way to make its drain last (capabilities.hooks.drain_delay)",
@@ -47,7 +59,7 @@ def unmet(needs: Iterable[str], target: Target) -> list[str]:
             if target.name != "reference":
                 reasons.append("needs the reference server's test switches")
         elif need == "interactive":
-            if not target.interactive_client:
+            if target.interactive_spec() is None:
                 reasons.append("needs an interactive client (the target names none)")
         elif need.startswith("agent:"):
             agent = need.split(":", 1)[1]
@@ -63,7 +75,7 @@ def unmet(needs: Iterable[str], target: Target) -> list[str]:
                     messages = frozenset()
                     continue
             if msg not in messages:
-                reasons.append(f"needs the {msg.upper()} message (the target's protocol has none)")
+                reasons.append(_MESSAGE_WHY.get(msg, f"needs the {msg.upper()} message (the target's protocol has none)"))
         elif need.startswith("hook:"):
             hook = need.split(":", 1)[1]
             if hook not in HOOKS:

@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "KINDS",
     "MSG_KINDS",
+    "REPLY_KINDS",
     "Frame",
     "InterruptResult",
     "Reply",
@@ -37,8 +38,12 @@ __all__ = [
     "invalid",
 ]
 
-#: Every kind a received frame can have.
-KINDS = ("ready", "chunk", "final", "ack", "heartbeat_ack", "event", "error", "unknown", "invalid")
+#: Every kind a received frame can have. ``meta`` belongs to a reply without being a
+#: piece of it nor its end (a "start" frame, a transcript beside audio).
+KINDS = ("ready", "chunk", "final", "meta", "ack", "heartbeat_ack", "event", "error", "unknown", "invalid")
+
+#: The kinds that belong to one request's reply.
+REPLY_KINDS = frozenset({"chunk", "final", "meta"})
 
 #: Reference msg_type -> kind; RESPONSE is split into chunk / final by payload.final.
 MSG_KINDS: Mapping[str, str] = {
@@ -72,6 +77,10 @@ class Frame:
     fields: Mapping[str, Any] | None = field(default=None, repr=False)
     #: Why a frame is ``invalid`` (not JSON, not an object, ...); None otherwise.
     problem: str | None = None
+    #: Values the client worked out because the service does not send them (an ACK's
+    #: interrupt id and claimed ids for a service that names none, ``kind`` for an answer
+    #: made of a final frame); recorded in the history so checkers can tell.
+    derived: tuple[str, ...] = ()
 
     def _get(self, name: str) -> Any:
         if self.fields and name in self.fields:
@@ -98,8 +107,11 @@ class Frame:
 
     @property
     def interrupted(self) -> bool | None:
+        """True/False on a final frame; None elsewhere, and where the service does not say."""
         if self.kind != "final":
             return None
+        if self.fields and "interrupted" in self.fields and self.fields["interrupted"] is None:
+            return None  # the target file says the service does not mark interrupted replies
         return bool(self._get("interrupted"))
 
     @property
@@ -193,7 +205,12 @@ class Reply:
 
 @dataclass
 class InterruptResult:
-    """The answer to one INTERRUPT: the ACK frame, or None when none came in time."""
+    """The answer to one INTERRUPT: the ACK frame, or None when none came in time.
+
+    For a service that sends no ACK (``interrupt.answer = "final"``) ``ack`` is the
+    answer the client derived from the stopped reply's final frame (``answer`` is that
+    frame, ``answered_by`` says ``"final"``), and the latency runs to it.
+    """
 
     interrupt_id: str
     target: str | None
@@ -202,6 +219,12 @@ class InterruptResult:
     sent_ns: int
     acked_ns: int | None
     error: Frame | None = None  # an ERROR answered the INTERRUPT
+    #: What answered it: "ack" (the service's ACK), "final" (the end of the stopped
+    #: reply, for a service without ACKs), "nothing" (no ACK is sent and nothing was
+    #: running to stop), or None (no answer).
+    answered_by: str | None = None
+    #: The frame that answered, as received (the ACK, or the final frame).
+    answer: Frame | None = None
 
     @property
     def status(self) -> str | None:
@@ -213,8 +236,11 @@ class InterruptResult:
 
 
 def frame_record(frame: Frame) -> dict[str, Any]:
-    """The ``data`` of a ``frame`` observation (ARCHITECTURE.md, History conventions)."""
-    return {
+    """The ``data`` of a ``frame`` observation (ARCHITECTURE.md, History conventions).
+
+    A frame with values the client derived carries ``derived`` (their names) too.
+    """
+    rec = {
         "kind": frame.kind,
         "msg_type": frame.msg_type,
         "request_id": frame.request_id,
@@ -229,6 +255,9 @@ def frame_record(frame: Frame) -> dict[str, Any]:
         "topic": frame.topic,
         "data": frame.data,
     }
+    if frame.derived:
+        rec["derived"] = list(frame.derived)
+    return rec
 
 
 def _str_or_none(v: Any) -> str | None:

@@ -155,6 +155,8 @@ class Target:
     upstream: Upstream | None = None
     #: Counters of PROTOCOL.md's /stats under the target's own names (``{"active_requests": "turns"}``).
     stats_keys: Mapping[str, str] = field(default_factory=dict)
+    #: The directory of the file that described it: a ``module:Class`` adapter is imported from there.
+    base_dir: str | None = None
 
     def interactive_spec(self) -> InteractiveSpec | None:
         """The client to drive: the declared dialogue, or the reference one for ``interactive_client``."""
@@ -344,7 +346,7 @@ def load_pyproject_target(path: str | Path = "pyproject.toml", *, allow_remote: 
 
 
 # faults name reference-server switches (--fault); a target file cannot set them.
-_TARGET_KEYS = ({f.name for f in fields(Target)} | {"cmd"}) - {"faults"}
+_TARGET_KEYS = ({f.name for f in fields(Target)} | {"cmd"}) - {"faults", "base_dir"}
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
 
@@ -370,6 +372,8 @@ def target_from_mapping(
     else:
         raise TargetError(f"{source}: the target needs cmd (a command line) or argv (a list)")
     kw["name"] = _expect(table, "name", str, source, default=kw["argv"][0] if kw["argv"] else "target")
+    if base_dir is not None:
+        kw["base_dir"] = str(Path(base_dir).resolve())
     for key, typ in (("host", str), ("ws_path", str), ("adapter", str), ("cwd", str)):
         if key in table:
             kw[key] = _expect(table, key, typ, source)

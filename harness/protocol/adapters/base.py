@@ -13,11 +13,29 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from harness.protocol.frames import Frame
+from harness.protocol.session import SessionSpec
 
-__all__ = ["OPTIONAL_MESSAGES", "Adapter", "AdapterError", "HandshakeError", "Recv", "Send", "Unsupported"]
+__all__ = [
+    "ANSWERS",
+    "CORRELATIONS",
+    "OPTIONAL_MESSAGES",
+    "Adapter",
+    "AdapterError",
+    "HandshakeError",
+    "Recv",
+    "Send",
+    "Unsupported",
+]
 
 #: Client messages a protocol may lack.
 OPTIONAL_MESSAGES = ("heartbeat", "subscribe", "unsubscribe", "publish")
+#: How received frames find their request: by the id they carry, or by order.
+CORRELATIONS = ("id", "order")
+#: How a service answers an interrupt (``interrupt_answer``):
+#: ``final_then_ack`` (PROTOCOL.md) and ``ack_then_final``: a final frame for each
+#: stopped reply and an ACK; ``final``: no ACK, the stopped reply's final frame is the
+#: answer; ``ack``: an ACK and no final frame for the stopped reply.
+ANSWERS = ("final_then_ack", "ack_then_final", "final", "ack")
 
 #: Sends one frame (text or bytes) on the connection.
 Send = Callable[[str | bytes], Awaitable[None]]
@@ -46,6 +64,15 @@ class Adapter(ABC):
 
     #: Short name for reports ("reference", "declarative", "module:Class").
     name: str = "adapter"
+    #: ``"id"``: frames carry the request (or interrupt) id; ``"order"``: they carry
+    #: none, and a session's frames belong to its oldest unfinished request.
+    correlation: str = "id"
+    #: How the service answers an interrupt: one of :data:`ANSWERS`.
+    interrupt_answer: str = "final_then_ack"
+    #: False when the interrupt frame names no request: it stops whatever runs.
+    interrupt_targets: bool = True
+    #: How a session is made before the WebSocket opens (None: the WebSocket is the session).
+    session: SessionSpec | None = None
 
     async def handshake(self, send: Send, recv: Recv) -> Frame:
         """Open the session; return the frame that says it is ready.
@@ -87,14 +114,28 @@ class Adapter(ABC):
 
     @property
     def messages(self) -> frozenset[str]:
-        """The client messages this protocol has: ``request``, ``interrupt`` and the optional ones.
+        """What this protocol has, as ``message:NAME`` needs name it.
 
-        A case that needs one the target lacks is skipped with the reason, before
-        anything starts. By default: every message whose encoder the adapter defines.
+        The client messages (``request``, ``interrupt`` and the optional ones: by
+        default every message whose encoder the adapter defines), and what the service
+        sends back: ``interrupt_target`` (an interrupt names the request it stops),
+        ``ack`` (interrupts are acknowledged), ``final`` (a stopped reply ends with a
+        final frame), ``seq`` (chunks carry a sequence number). A case that needs one
+        the target lacks is skipped with the reason, before anything starts.
         """
         own = type(self)
-        return frozenset({"request", "interrupt"} | {
-            m for m in OPTIONAL_MESSAGES if getattr(own, f"encode_{m}") is not getattr(Adapter, f"encode_{m}")})
+        return frozenset({"request", "interrupt", "seq"} | {
+            m for m in OPTIONAL_MESSAGES if getattr(own, f"encode_{m}") is not getattr(Adapter, f"encode_{m}")
+        } | self.answer_messages())
+
+    def answer_messages(self) -> set[str]:
+        """``interrupt_target``, ``ack`` and ``final`` as the interrupt attributes say."""
+        out = {"interrupt_target"} if self.interrupt_targets else set()
+        if self.interrupt_answer != "final":
+            out.add("ack")
+        if self.interrupt_answer != "ack":
+            out.add("final")
+        return out
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

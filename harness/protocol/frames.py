@@ -7,7 +7,7 @@ client stays a thin layer. A received frame becomes a :class:`Frame` whose
 frame of kind ``invalid``, because a server sending garbage is an observation
 for the checkers, not a harness crash.
 
-The encoders speak the reference protocol (docs: ``/work/shared/PROTOCOL.md``);
+The encoders speak the reference protocol (``docs/PROTOCOL.md``);
 other protocols go through ``harness.protocol.adapters``.
 """
 

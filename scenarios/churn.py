@@ -73,10 +73,11 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
     await warm.reply(await warm.request("warm", chunks=2, chunk_delay_ms=1), scaled(5))
     await warm.close()
     base = await ctx.probes.stats(sup)
-    # Session counters to settle on only where /stats has them (the injected probe has none).
-    counted = base is not None and any(k in base for k in COUNTERS)
+    # The session counters to settle on and judge: those /stats has (a target's own /stats
+    # may report a few of them; the injected probe reports none).
+    counted = tuple(k for k in COUNTERS if base is not None and k in base)
     if counted:
-        base = await ctx.probes.settle_stats(sup, COUNTERS, scaled(3))
+        base = await ctx.probes.settle_stats(sup, counted, scaled(3))
     base_res = ctx.probes.resources(sup)
     base_py = await ctx.probes.python_view(sup)
 
@@ -112,7 +113,7 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
     await meter.close()
     # Every way of leaving here ends the TCP connection, so the server sees it at once;
     # silent peers that never do are the keepalive scenario's business.
-    after = await (ctx.probes.settle_stats(sup, COUNTERS, scaled(3)) if counted else ctx.probes.stats(sup))
+    after = await (ctx.probes.settle_stats(sup, counted, scaled(3)) if counted else ctx.probes.stats(sup))
     # Sockets close a moment after the counters drop: wait (bounded) for the process
     # view to settle too, so only a lasting CLOSE_WAIT or fd leak is judged.
     after_res = await ctx.probes.settle_resources(
@@ -121,10 +122,14 @@ async def cycles(ctx: Context, cycles: int, parallel: int) -> None:
     after_py = await ctx.probes.python_view(sup)
 
     # Without /stats (the injected probe alone) there are no session counters to read;
-    # tasks and threads below still hold the target to its baseline.
-    if after is None or any(k in after for k in COUNTERS):
-        ctx.check(checkers.counters_zero(after, keys=COUNTERS))
+    # tasks and threads below still hold the target to its baseline. A counter the baseline
+    # had and the last sample lacks is judged (missing), one it never reported is not.
+    keys = counted or tuple(k for k in COUNTERS if after is not None and k in after)
+    if keys or after is None:
+        ctx.check(checkers.counters_zero(after, keys=keys or COUNTERS))
     for key, allowed in (("tasks", 2), ("threads", 1)):
+        if base is not None and key not in base:
+            continue  # this /stats does not count them (the injected probe, if any, is judged below)
         ctx.check(checkers.back_to_baseline(
             after.get(key) if after else None, base.get(key) if base else None, allowed, what=key, cycles=cycles))
     ctx.check(checkers.back_to_baseline(

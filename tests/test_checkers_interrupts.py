@@ -385,3 +385,154 @@ def test_a_first_chunk_not_delayed_passes_and_a_delayed_one_fails():
 def test_not_delayed_without_a_bound_is_unknown():
     """No bound to judge against."""
     assert_unknown(checkers.not_delayed(10, None), "no bound")
+
+
+# -- what the client derived is not the service's to be judged on ----------------------------
+DERIVED_ACK = ["kind", "request_id", "status", "interrupted_ids"]
+
+
+def test_an_interrupt_with_nothing_to_stop_has_no_latency():
+    """i2 was answered by nothing (no ACK exists, nothing ran): its 600 ms wait is no ACK latency."""
+    t = _latencies([10.0])
+    t.end(t.interrupt(100, "c0", "i2", "nope"), 700, status="NOT_FOUND", interrupted=[], answered_by="nothing",
+          chunks_after=0)
+    v = assert_pass(checkers.ack_latency(t.history, 200))
+    assert v.figures["answered"] == 1 and v.figures["nothing_to_stop"] == 1
+    only = Timeline()
+    only.end(only.interrupt(0, "c0", "i0", None), 500, status="NOT_FOUND", interrupted=[], answered_by="nothing")
+    assert_unknown(checkers.ack_latency(only.history, 200), "none of 1 INTERRUPTs had a reply to stop")
+
+
+def _stopped_by_its_end() -> Timeline:
+    """A service without ACKs: r1's usual end answers i1; the client derived the ACK and the flag."""
+    t = Timeline()
+    r1 = t.request(0, "c0", "r1")
+    t.chunks(1, "c0", "r1", range(5))
+    i1 = t.interrupt(10, "c0", "i1", "r1")
+    t.frame(12, "c0", "final", request_id="r1", final=True, interrupted=True, derived=["interrupted"])
+    t.end(r1, 12, interrupted=True, chunks=5)
+    t.frame(12, "c0", "ack", request_id="i1", status="SUCCESS", interrupted_ids=["r1"], session_id="s-c0",
+            derived=DERIVED_ACK)
+    t.end(i1, 12, status="SUCCESS", interrupted=["r1"], latency_ms=2.0, answered_by="final", chunks_after=0)
+    return t
+
+
+def test_claims_the_client_derived_are_not_judged():
+    """An ACK worked out from a stopped reply's end, or one listing no ids, leaves nothing to judge."""
+    h = _stopped_by_its_end().history
+    assert_unknown(checkers.final_before_ack(h), "the service's answers carry no ids to judge",
+                   "ACKs the client derived from the stopped replies' ends")
+    assert_unknown(checkers.no_double_claim(h), "the service's answers carry no ids to judge")
+    assert not checkers.interrupts.acks_name_requests(h)
+    t = _interrupted_stream()  # an ACK that names no request: the client listed r1 itself
+    t.records[-1].data["derived"] = ["request_id", "interrupted_ids"]
+    assert_unknown(checkers.final_before_ack(t.history), "ACKs without the ids of the requests they stopped")
+    assert_unknown(checkers.no_double_claim(t.history), "1 ACKs without the ids")
+
+
+def test_the_services_own_claims_are_judged_beside_derived_ones():
+    """c0's ACK names r1 itself and comes before r1's final; c1's derived ACK is left out, not passed."""
+    t = _interrupted_stream(final_after_ack=True)
+    t.request(30, "c1", "q1")
+    t.frame(40, "c1", "final", request_id="q1", final=True, interrupted=True, derived=["interrupted"])
+    t.frame(40, "c1", "ack", request_id="j1", status="SUCCESS", interrupted_ids=["q1"], derived=DERIVED_ACK)
+    v = assert_fail(checkers.final_before_ack(t.history), "1 of 1 interrupted requests",
+                    "request r1 of c0: final +1.0 ms after its ACK i1")
+    assert v.figures["left_out"] == 1
+    assert checkers.interrupts.acks_name_requests(t.history)
+
+
+def test_a_final_the_client_made_up_at_the_ack_is_not_a_final_before_it():
+    """A service that ends a stopped reply with its ACK alone: the derived final before it proves nothing."""
+    t = Timeline()
+    t.request(0, "c0", "r1")
+    t.chunks(1, "c0", "r1", range(3))
+    i1 = t.interrupt(10, "c0", "i1", "r1")
+    t.frame(12, "c0", "final", request_id="r1", final=True, interrupted=True,
+            derived=["kind", "request_id", "interrupted"])
+    t.acked(i1, 12, ["r1"])
+    assert_unknown(checkers.final_before_ack(t.history), "claims of replies the client ended at the ACK")
+
+
+def test_a_final_that_does_not_say_it_was_interrupted_counts_where_the_service_never_says():
+    """r1's final carries no interrupted flag: missing where the flag is due, enough with require_flag=False."""
+    t = Timeline()
+    t.request(0, "c0", "r1")
+    i1 = t.interrupt(10, "c0", "i1", "r1")
+    t.frame(12, "c0", "final", request_id="r1", final=True, interrupted=None)
+    t.acked(i1, 13, ["r1"])
+    assert_fail(checkers.final_before_ack(t.history), "request r1 of c0: no interrupted final frame at all")
+    v = assert_pass(checkers.final_before_ack(t.history, require_flag=False))
+    assert v.figures["require_flag"] is False
+
+
+# -- chunks after an interrupt ------------------------------------------------------------------
+def _stream_on(every_ms: float, late: int, *, ack_ms: float | None = None) -> Timeline:
+    """r1 streams; i1 at 10 ms; ``late`` more chunks every ``every_ms``, then r1's final and the answer."""
+    t = Timeline()
+    r1 = t.request(0, "c0", "r1")
+    t.chunks(1, "c0", "r1", range(5))
+    i1 = t.interrupt(10, "c0", "i1", "r1")
+    end = t.chunks(10 + every_ms, "c0", "r1", range(5, 5 + late), every_ms=every_ms) if late else 10.5
+    t.final(end, "c0", "r1", 5 + late, interrupted=True, reason="user", op=r1)
+    answer = ack_ms if ack_ms is not None else end + 0.5
+    t.acked(i1, answer, ["r1"]).data.update(answered_by="ack", chunks_after=late)
+    return t
+
+
+def test_a_reply_that_stops_at_once_has_no_chunks_after_its_interrupt():
+    """i1 at 10 ms, r1's final at 10.5 ms: no chunk between the INTERRUPT and its answer."""
+    v = assert_pass(checkers.interrupts.chunks_after_interrupt(_stream_on(20, 0).history, 0, in_flight_ms=200))
+    assert v.message.startswith("no chunk of a stopped reply arrived more than 200 ms after its INTERRUPT")
+    assert v.figures["judged"] == 1
+
+
+def test_a_reply_streaming_on_after_its_stop_fails_naming_how_many_and_when():
+    """19 chunks 20 ms apart after the stop (late_stop): 9 of them more than 200 ms after it."""
+    h = _stream_on(20, 19).history
+    assert_fail(checkers.interrupts.chunks_after_interrupt(h, 0, in_flight_ms=200),
+                "1 of 1 INTERRUPTs were followed by more chunks", "than allowed (none)",
+                "INTERRUPT i1 of c0: 9 chunks of the replies it stopped more than 200 ms after it (19 in all), "
+                "answered 400.5 ms after it")
+    assert_fail(checkers.interrupts.chunks_after_interrupt(h, 1), "19 chunks of the replies it stopped, answered")
+    assert_fail(checkers.interrupts.chunks_after_interrupt(h, 8, in_flight_ms=200), "than allowed (at most 8)")
+    v = assert_pass(checkers.interrupts.chunks_after_interrupt(h, 9, in_flight_ms=200))
+    assert "at most 9 chunks (allowed 9)" in v.message
+
+
+def test_chunks_on_their_way_before_the_target_read_the_interrupt_are_in_flight():
+    """Two chunks 1 ms and 2 ms after the INTERRUPT: in flight within 200 ms; counted without a window."""
+    h = _stream_on(1, 2).history
+    v = assert_pass(checkers.interrupts.chunks_after_interrupt(h, 0, in_flight_ms=200))
+    assert "up to 2 arrived sooner, in flight" in v.message
+    assert_fail(checkers.interrupts.chunks_after_interrupt(h, 0), "2 chunks of the replies it stopped")
+    assert_pass(checkers.interrupts.chunks_after_interrupt(h, 2))
+
+
+def test_a_late_ack_after_a_prompt_end_is_no_chunk_after_the_interrupt():
+    """r1 ends 1 ms after the stop with one chunk in flight; the ACK comes at 300 ms: no late chunk."""
+    v = assert_pass(checkers.interrupts.chunks_after_interrupt(_stream_on(1, 1, ack_ms=310).history, 0,
+                                                               in_flight_ms=200))
+    assert v.figures["most_late"] == 0
+
+
+def test_frames_after_a_replys_end_are_not_chunks_after_its_interrupt():
+    """Chunks leaking after r1's final are no_frames_after_ack's to judge, not counted here."""
+    t = _stream_on(20, 0, ack_ms=400)
+    t.chunks(250, "c0", "r1", range(6, 9))
+    assert_pass(checkers.interrupts.chunks_after_interrupt(t.history, 0, in_flight_ms=200))
+
+
+def test_chunks_after_interrupts_without_a_reply_stopped_by_the_service_are_unknown():
+    """Nothing to stop (answered by nothing), no answer at all, or no INTERRUPT: nothing to count."""
+    t = Timeline()
+    t.end(t.interrupt(0, "c0", "i0", None), 1, status="NOT_FOUND", interrupted=[], answered_by="nothing",
+          chunks_after=0)
+    t.end(t.interrupt(5, "c0", "i1", "r1"), 2005, "unknown")
+    assert_unknown(checkers.interrupts.chunks_after_interrupt(t.history, 0, in_flight_ms=200),
+                   "none of 2 INTERRUPTs was answered by the service")
+    assert_unknown(checkers.interrupts.chunks_after_interrupt(Timeline().history, 0), "no INTERRUPT was sent")
+    t2 = Timeline()  # answered NOT_FOUND by the service: it stopped nothing
+    t2.acked(t2.interrupt(0, "c0", "i0", "nope"), 2, [], status="NOT_FOUND").data.update(answered_by="ack",
+                                                                                      chunks_after=0)
+    assert_unknown(checkers.interrupts.chunks_after_interrupt(t2.history, 0), "stopped a reply")

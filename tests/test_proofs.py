@@ -112,6 +112,16 @@ PROOFS = [
 ]
 
 
+#: Checks no reference-server fault breaks, proven against another service with the bug:
+#: check -> the test (``path::name``) that shows it failing there and passing on the correct one.
+PROVEN_ELSEWHERE = {
+    # Every reference fault that streams on does so after the ACK (late_chunks, ack_without_cancel):
+    # stop_no_ack's late_stop keeps streaming between the stop and the reply's end.
+    "interrupts.chunks_after_interrupt":
+        "tests/test_agents.py::test_late_stop_is_a_late_answer_and_chunks_after_the_stop",
+}
+
+
 def _target(faults: tuple[str, ...], client_faults: tuple[str, ...] = (), python_probe: bool = False) -> Target:
     target = reference_target(faults, python_probe=python_probe)
     if client_faults:
@@ -165,19 +175,31 @@ def test_every_check_passes_on_the_correct_server(case_id: str, tmp_path: Path) 
 
 
 def test_every_scenario_check_has_a_proof() -> None:
-    """No check a scenario makes goes unproven: each check it calls appears in a proof above."""
-    proven = {p.check.split("@")[0] for p in PROOFS}
+    """No check a scenario makes goes unproven: each check it calls appears in a proof above (or elsewhere)."""
+    proven = {p.check.split("@")[0] for p in PROOFS} | set(PROVEN_ELSEWHERE)
     made = _checks_scenarios_make()
     assert len(made) >= 30, f"the scan found too few checks to be reading the scenarios: {sorted(made)}"
     missing = sorted(made - proven)
     assert not missing, f"checks with no proof: {missing}"
 
 
+def test_a_proof_made_elsewhere_names_a_test_that_exists() -> None:
+    """Each check proven outside this module names a test function that is there, and no proof here."""
+    root = Path(__file__).resolve().parent.parent
+    for check, where in PROVEN_ELSEWHERE.items():
+        path, _, fn = where.partition("::")
+        tree = ast.parse((root / path).read_text(encoding="utf-8"))
+        names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert fn in names, f"{check}: {where} is not a test"
+        assert check not in {p.check.split("@")[0] for p in PROOFS}, f"{check} is proven here too"
+
+
 def test_every_proof_names_a_registered_check() -> None:
     """A proof names a check by its current registered name, so a renamed check cannot leave it behind."""
     from harness import checkers
 
-    stale = sorted({p.check for p in PROOFS if p.check.split("@")[0] not in checkers.CHECKS})
+    stale = sorted({p.check for p in PROOFS if p.check.split("@")[0] not in checkers.CHECKS}
+                   | {c for c in PROVEN_ELSEWHERE if c not in checkers.CHECKS})
     assert not stale, f"proofs of checks no checker registers: {stale}"
 
 

@@ -216,5 +216,53 @@ def test_a_target_file_cannot_set_fault_switches(tmp_path: Path):
     """faults belong to the reference server's command line, not to a target file."""
     f = tmp_path / "t.toml"
     f.write_text('[target]\ncmd = "srv --port {port}"\nfaults = ["leak_tasks"]\n')
-    with pytest.raises(TargetError, match="unknown key.*faults"):
+    with pytest.raises(TargetError, match=r"unknown key.*faults"):
         load_target(f)
+
+
+def test_a_target_file_may_allow_chunks_after_an_interrupt(tmp_path: Path):
+    """limits.chunks_after_interrupt: 0 unless the file says otherwise (1 lets one chunk in flight through)."""
+    f = tmp_path / "t.toml"
+    f.write_text('[target]\ncmd = "srv --port {port}"\n')
+    assert load_target(f).limits.chunks_after_interrupt == 0
+    f.write_text('[target]\ncmd = "srv --port {port}"\n[target.limits]\nchunks_after_interrupt = 1\n')
+    assert load_target(f).limits.chunks_after_interrupt == 1
+
+
+def test_a_target_remembers_the_file_it_came_from_and_replays_by_it(tmp_path: Path):
+    """load_target sets source_file; a replay line without target arguments names that file."""
+    from harness.engine.scenario import REGISTRY, load_scenarios, replay_command
+
+    load_scenarios()
+    f = tmp_path / "my target.toml"
+    f.write_text('[target]\ncmd = "srv --port {port}"\n')
+    t = load_target(f)
+    assert t.source_file == str(f)
+    case = REGISTRY["interrupts.basic[one]"]
+    assert replay_command(case, 7, target=t) == f"wschaos run --case 'interrupts.basic[one]' --seed 7 --target '{f}'"
+    # Arguments given win; a target changed after loading, or made in code, has no file to name.
+    assert replay_command(case, 7, "--target other.toml", t).endswith("--seed 7 --target other.toml")
+    for changed in (t.with_args("--defect", "x"), t.with_faults("leak_tasks"), t.with_limits(grace_s=1),
+                    reference_target()):
+        assert changed.source_file is None
+        assert replay_command(case, 7, target=changed) == "wschaos run --case 'interrupts.basic[one]' --seed 7"
+    assert t.with_args().source_file == str(f) and t.with_limits().source_file == str(f)
+
+
+def test_a_target_file_cannot_say_where_it_lies(tmp_path: Path):
+    """source_file comes from load_target alone: the file cannot set it."""
+    f = tmp_path / "t.toml"
+    f.write_text('[target]\ncmd = "srv --port {port}"\nsource_file = "elsewhere.toml"\n')
+    with pytest.raises(TargetError, match=r"unknown key.*source_file"):
+        load_target(f)
+
+
+def test_the_menu_clients_file_lets_wschaos_open_its_agent_through_a_session():
+    """menu_client.toml declares the session path_sessions wants, so wschaos's own client can connect."""
+    from harness.protocol.adapters import load_adapter
+
+    t = load_target(Path(__file__).parent / "fixtures" / "clients" / "menu_client.toml")
+    adapter = load_adapter(t)
+    assert t.ws_path == "/ws/session/{session_id}"
+    assert adapter.session is not None and adapter.session.create is not None
+    assert adapter.correlation == "order" and t.interactive is not None

@@ -35,6 +35,8 @@ __all__ = [
     "ORDERS",
     "ack_latency",
     "ack_status",
+    "acks_name_requests",
+    "chunks_after_interrupt",
     "final_before_ack",
     "no_double_claim",
     "no_frames_after_ack",
@@ -57,6 +59,59 @@ def _claims(history: History) -> list[tuple[FrameRec, Any]]:
             for rid in (f.get("interrupted_ids") or [])]
 
 
+def _derived(f: FrameRec) -> set[str]:
+    """The values of a frame record the client worked out (``derived``), not the service."""
+    d = f.get("derived")
+    return set(d) if isinstance(d, (list, tuple)) else set()
+
+
+def _ack_said(ack: FrameRec) -> str | None:
+    """None when the service itself sent this ACK naming the requests it stopped; else why not."""
+    d = _derived(ack)
+    if "kind" in d:
+        return "ACKs the client derived from the stopped replies' ends (the service sends none)"
+    if "interrupted_ids" in d:
+        return "ACKs without the ids of the requests they stopped (the client listed the replies it saw stopped)"
+    return None
+
+
+def _said_claims(history: History) -> tuple[list[tuple[FrameRec, Any]], dict[str, int]]:
+    """The claims of ACKs the service sent with the ids it named; and, per reason, the ACKs left out.
+
+    What the client derived cannot be judged against itself: it assigns each stopped
+    reply to one interrupt, after that reply's end, by construction.
+    """
+    said: list[tuple[FrameRec, Any]] = []
+    left: dict[str, int] = defaultdict(int)
+    for f in frames(history):
+        if f.get("kind") != "ack":
+            continue
+        why = _ack_said(f)
+        if why is not None:
+            left[why] += 1
+            continue
+        said += [(f, rid) for rid in (f.get("interrupted_ids") or [])]
+    return said, dict(left)
+
+
+def acks_name_requests(history: History) -> bool:
+    """True when some ACK in the history is the service's own, listing the requests it stopped.
+
+    Without one, ``final_before_ack`` and ``no_double_claim`` have only what the client
+    worked out to read, and would be unknown: a scenario makes them where this holds.
+    """
+    return any(f.get("kind") == "ack" and _ack_said(f) is None for f in frames(history))
+
+
+#: Why a claim is left out of final_before_ack: the client ended the reply at the ACK.
+_ENDED_AT_ACK = "claims of replies the client ended at the ACK (the service sends them no final)"
+
+
+def _nothing_said(left: dict[str, int], extra: str = "") -> str:
+    parts = [f"{n} {why}" for why, n in sorted(left.items())]
+    return "the service's answers carry no ids to judge: " + "; ".join(parts + ([extra] if extra else []))
+
+
 @checker
 def ack_latency(history: History, bound_ms: float, percentile: float = 99) -> Verdict:
     """The p-th percentile of INTERRUPT->ACK latency is within ``bound_ms``; unanswered INTERRUPTs fail."""
@@ -64,6 +119,13 @@ def ack_latency(history: History, bound_ms: float, percentile: float = 99) -> Ve
     ops = history.operations("interrupt")
     if not ops:
         return unknown(name, "no INTERRUPT was sent")
+    # Answered by nothing: a service without ACKs had nothing running to stop, so the client
+    # answered it itself at once; nothing was received, nothing was measured.
+    nothing = sum(1 for op in ops if op.data.get("answered_by") == "nothing")
+    ops = [op for op in ops if op.data.get("answered_by") != "nothing"]
+    if not ops:
+        return unknown(name, f"none of {nothing} INTERRUPTs had a reply to stop, and the target answers "
+                             "no other: no latency was measured", nothing_to_stop=nothing)
     lat = []
     for op in ops:
         if op.outcome == "ok":
@@ -73,7 +135,7 @@ def ack_latency(history: History, bound_ms: float, percentile: float = 99) -> Ve
     missing = len(ops) - len(lat)
     p = percentile
     figs: dict[str, Any] = {"interrupts": len(ops), "answered": len(lat), "unanswered": missing,
-                            "bound_ms": bound_ms, "percentile": p}
+                            "nothing_to_stop": nothing, "bound_ms": bound_ms, "percentile": p}
     if not lat:
         return fail(name, f"none of {len(ops)} INTERRUPTs got an ACK", **figs)
     return percentile_within(
@@ -158,23 +220,45 @@ def _order(order: str) -> str:
 
 
 @checker
-def final_before_ack(history: History, *, order: str = "final_then_ack", grace_ms: float = 0) -> Verdict:
+def final_before_ack(history: History, *, order: str = "final_then_ack", grace_ms: float = 0,
+                     require_flag: bool = True) -> Verdict:
     """For every id an ACK claimed, that request's interrupted final frame arrived earlier on that client.
 
     ``order`` is what the target declared (``conventions.interrupt_order``):
     ``final_then_ack`` (PROTOCOL.md) wants the final before the ACK, or within
     ``grace_ms`` after it (``conventions.after_ack_grace_ms``); ``ack_then_final`` and
     ``either`` accept it on either side of the ACK, but it must come.
+    ``require_flag=False`` is for a service whose final frames do not say they were
+    interrupted (``fields.interrupted = false``): any final of the claimed request counts.
+
+    Only what the service said is judged: an ACK the client derived (from a stopped
+    reply's end) or whose ids it worked out, and a final frame it made up (at an ACK
+    that ends the reply), cannot come out of order by construction; with nothing else,
+    the verdict is unknown.
     """
     name = "interrupts.final_before_ack"
     order = _order(order)
-    claims = _claims(history)
-    if not claims:
+    if not _claims(history):
         return unknown(name, "no INTERRUPT_ACK claimed any request", order=order)
+    said, left = _said_claims(history)
     finals: dict[tuple[str, Any], list[FrameRec]] = defaultdict(list)
+    made_up: set[tuple[str, Any]] = set()
     for f in frames(history):
-        if f.get("kind") == "final" and f.get("interrupted") is True:
-            finals[(f.client, f.get("request_id"))].append(f)
+        if f.get("kind") != "final":
+            continue
+        key = (f.client, f.get("request_id"))
+        if "kind" in _derived(f):
+            made_up.add(key)
+        elif f.get("interrupted") is True or (not require_flag and f.get("interrupted") is not False):
+            finals[key].append(f)
+    claims = []
+    for ack, rid in said:
+        if (ack.client, rid) in made_up and not finals.get((ack.client, rid)):
+            left[_ENDED_AT_ACK] = left.get(_ENDED_AT_ACK, 0) + 1
+            continue
+        claims.append((ack, rid))
+    if not claims:
+        return unknown(name, _nothing_said(left), order=order, left_out=sum(left.values()))
     bad, after = [], 0
     for ack, rid in claims:
         got = finals.get((ack.client, rid), [])
@@ -188,10 +272,11 @@ def final_before_ack(history: History, *, order: str = "final_then_ack", grace_m
             bad.append(f"{request_label(ack.client, rid)}: final {dt:+.1f} ms after its ACK "
                        f"{ack.get('request_id')}")
         else:
-            bad.append(f"{request_label(ack.client, rid)}: no interrupted final frame at all "
+            which = "interrupted final frame" if require_flag else "final frame"
+            bad.append(f"{request_label(ack.client, rid)}: no {which} at all "
                        f"(ACK {ack.get('request_id')})")
     figs = {"claims": len(claims), "bad": len(bad), "order": order, "grace_ms": grace_ms,
-            "final_after_ack": after}
+            "final_after_ack": after, "left_out": sum(left.values()), "require_flag": require_flag}
     rule = ("before their ACK" + (f" (or within {grace_ms:g} ms after it)" if grace_ms else "")
             if order == "final_then_ack" else f"(order {order}: before or after the ACK)")
     if bad:
@@ -248,6 +333,101 @@ def no_frames_after_ack(history: History, grace_ms: float = 0, *, order: str = "
     return passed(name, f"no frame after the ACK{allowed} for any of {len(claims)} interrupted requests", **figs)
 
 
+#: How an interrupt was answered when the service did the answering (not ``nothing``, not an ERROR).
+_ANSWERED = ("ack", "final")
+
+
+@checker
+def chunks_after_interrupt(history: History, limit: int = 0, *, in_flight_ms: float | None = None) -> Verdict:
+    """At most ``limit`` chunks of the replies an INTERRUPT aimed at arrive after it, before its answer.
+
+    Reads ``chunks_after`` of every INTERRUPT the service answered (by an ACK, or by
+    the stopped replies' ends; one that had nothing to stop is left out). Chunks the
+    target had sent before the INTERRUPT reached it were on their way already: with
+    ``in_flight_ms`` (the time the target is given to act on an INTERRUPT, its ACK
+    bound), only the chunks that arrived later than that after it count against
+    ``limit`` (``limits.chunks_after_interrupt``; 1 lets one chunk in flight through);
+    the others are figures. A reply's frames after its own end are
+    ``no_frames_after_ack``'s business, not counted here.
+    """
+    name = "interrupts.chunks_after_interrupt"
+    ops = history.operations("interrupt")
+    if not ops:
+        return unknown(name, "no INTERRUPT was sent", limit=limit)
+    judged = [op for op in ops if op.outcome == "ok" and op.data.get("answered_by", "ack") in _ANSWERED
+              and isinstance(op.data.get("chunks_after"), int)]
+    stopping = [op for op in judged if op.data.get("interrupted") or op.data["chunks_after"]]
+    figs: dict[str, Any] = {"interrupts": len(ops), "judged": len(judged), "stopping": len(stopping),
+                            "limit": limit, "in_flight_ms": in_flight_ms}
+    if not stopping:
+        why = (f"none of {len(ops)} INTERRUPTs stopped a reply the service answered for"
+               if judged else f"none of {len(ops)} INTERRUPTs was answered by the service with a chunk count "
+                              "(nothing to stop, an ERROR, or no answer)")
+        return unknown(name, why, **figs)
+    by_client: dict[str, list[FrameRec]] = defaultdict(list)
+    for f in frames(history):
+        by_client[f.client].append(f)
+    bad, most, most_late = [], 0, 0
+    for op in judged:
+        counted = int(op.data["chunks_after"])
+        late = counted if in_flight_ms is None else min(counted, _late_chunks(history, op, by_client, in_flight_ms))
+        most, most_late = max(most, counted), max(most_late, late)
+        if late > limit:
+            answer = _answer_ns(op, by_client)
+            at = f", answered {fmt_ms((answer - op.started_ns) / 1e6)} after it" if answer is not None else ""
+            later = "" if in_flight_ms is None else f" more than {in_flight_ms:g} ms after it ({counted} in all)"
+            bad.append(f"INTERRUPT {op.data.get('interrupt_id')} of {op.client}: {late} chunks of the replies "
+                       f"it stopped{later}{at}")
+    figs.update(bad=len(bad), most_chunks_after=most, most_late=most_late)
+    allowed = f"at most {limit}" if limit else "none"
+    if bad:
+        window = "" if in_flight_ms is None else f" more than {in_flight_ms:g} ms after them"
+        return fail(name, f"{len(bad)} of {len(judged)} INTERRUPTs were followed by more chunks of the replies they "
+                          f"stopped{window} than allowed ({allowed}): {summarize(bad)}", **figs)
+    window = "" if in_flight_ms is None else f" more than {in_flight_ms:g} ms after"
+    head = "no chunk" if not most_late else f"at most {most_late} chunks (allowed {limit})"
+    inflight = "" if in_flight_ms is None or not most else f"; up to {most} arrived sooner, in flight"
+    return passed(name, f"{head} of a stopped reply arrived{window or ' after'} its INTERRUPT, over "
+                        f"{len(judged)} answered INTERRUPTs{inflight}", **figs)
+
+
+def _answer_ns(op: Any, by_client: dict[str, list[FrameRec]]) -> int | None:
+    """When the answer of an interrupt operation arrived: its ACK (received or derived), else its end."""
+    iid = op.data.get("interrupt_id")
+    for f in by_client.get(op.client, []):
+        if f.get("kind") == "ack" and f.get("request_id") == iid and f.t_ns >= op.started_ns:
+            return f.t_ns
+    return op.ended_ns
+
+
+def _late_chunks(history: History, op: Any, by_client: dict[str, list[FrameRec]], in_flight_ms: float) -> int:
+    """Chunks of the replies ``op`` aimed at, later than ``in_flight_ms`` after it, before its answer and their end."""
+    answer = _answer_ns(op, by_client)
+    if answer is None:
+        return 0
+    target = op.data.get("target")
+    aimed = set(map(str, op.data.get("interrupted") or []))
+    if target is None:
+        aimed |= {str(r.data.get("request_id")) for r in request_ops(history, None, op.client)
+                  if r.started_ns < op.started_ns}
+    else:
+        aimed.add(str(target))
+    after_ns = op.started_ns + in_flight_ms * 1e6
+    ended: set[str] = set()
+    late = 0
+    for f in by_client.get(op.client, []):
+        if f.t_ns <= op.started_ns or f.t_ns > answer:
+            continue
+        rid = str(f.get("request_id"))
+        if rid not in aimed or rid in ended:
+            continue
+        if f.get("kind") == "final":
+            ended.add(rid)
+        elif f.get("kind") == "chunk" and f.t_ns > after_ns:
+            late += 1
+    return late
+
+
 @checker
 def no_double_claim(history: History) -> Verdict:
     """No request id (per client session) is reported interrupted by two ACKs."""
@@ -255,6 +435,18 @@ def no_double_claim(history: History) -> Verdict:
     acks = [f for f in frames(history) if f.get("kind") == "ack"]
     if not acks:
         return unknown(name, "no INTERRUPT_ACK recorded")
+    # Ids the client worked out give each stopped reply to one interrupt by construction.
+    left: dict[str, int] = defaultdict(int)
+    said = []
+    for f in acks:
+        why = _ack_said(f)
+        if why is None:
+            said.append(f)
+        else:
+            left[why] += 1
+    if not said:
+        return unknown(name, _nothing_said(left), acks=len(acks), left_out=len(acks))
+    acks = said
     claimed: dict[tuple[str, Any, Any], list[Any]] = defaultdict(list)
     for f in acks:
         for rid in f.get("interrupted_ids") or []:
@@ -262,7 +454,8 @@ def no_double_claim(history: History) -> Verdict:
     if not claimed:
         return unknown(name, f"{len(acks)} ACKs claimed no request; nothing to judge", acks=len(acks))
     twice = {k: v for k, v in claimed.items() if len(v) > 1}
-    figs = {"acks": len(acks), "claimed": len(claimed), "double_claimed": len(twice)}
+    figs = {"acks": len(acks), "claimed": len(claimed), "double_claimed": len(twice),
+            "left_out": sum(left.values())}
     if twice:
         desc = [f"{request_label(c, rid)}: claimed by {len(v)} ACKs ({', '.join(map(str, v))})"
                 for (c, _s, rid), v in twice.items()]

@@ -489,7 +489,12 @@ def _blames_target(exc: BaseException) -> str | None:
     return None
 
 
-def replay_command(case: Case, seed: int, target_args: str = "") -> str:
+def replay_command(case: Case, seed: int, target_args: str = "", target: Target | None = None) -> str:
+    """The command line that runs ``case`` again: ``target_args``, or else the file ``target`` came from."""
+    import shlex
+
+    if not target_args and target is not None and target.source_file:
+        target_args = f"--target {shlex.quote(target.source_file)}"
     extra = f" {target_args}" if target_args else ""
     return f"wschaos run --case '{case.id}' --seed {seed}{extra}"
 
@@ -514,7 +519,7 @@ async def run_case(
         scenario=case.scenario,
         params=ctx.params,
         seed=seed,
-        replay=replay_command(case, seed, target_args),
+        replay=replay_command(case, seed, target_args, target),
     )
     started = time.monotonic()
     reasons = unmet(case.requires, target)

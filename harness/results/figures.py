@@ -133,6 +133,19 @@ TABLE: dict[str | tuple[str, str], FigureType] = {
         "malformed_frames", "next_first_chunk_ms", "others_p99_ms", "published_bytes", "rss_growth_bytes",
         "second_ctrl_c_ms", "tasks_delta", "upstream_close_ms", "watchdog_exit_ms")},
     (CASE_CHECK, "cycles"): PARAMETER,
+    # -- added with honest blame, conventions and the explorer -----------------------------
+    **dict.fromkeys(("floor_ms", "order", "heartbeat_interval_s", "limit", "require_flag"), PARAMETER),
+    **dict.fromkeys(
+        ("close_codes", "with_close_frame", "error_code", "error_message", "final_after_ack", "open_at_kill",
+         "finding", "found_after_s", "programs", "replays", "reproduced", "steps", "shrunk_steps",
+         "programs_per_s", "target_restarts", "active_requests_after", "blocking_in_flight",
+         "blocking_left_out", "drain_ms", "drain_seen_by", "stretched_by_time_factor", "left_out",
+         "most_chunks_after", "most_late", "nothing_to_stop"),
+        OBSERVED),
+    **{(CASE_CHECK, n): OBSERVED for n in (
+        "found_after_s", "programs", "programs_per_s", "shrunk_steps", "steps", "target_restarts",
+        "active_requests_after", "blocking_in_flight", "blocking_left_out", "drain_ms", "drain_seen_by")},
+    (CASE_CHECK, "heartbeat_interval_s"): PARAMETER,
 }
 
 #: Percentiles of any order a latency checker names ``p<p>_ms`` (``percentile=95`` gives ``p95_ms``).

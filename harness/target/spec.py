@@ -99,6 +99,9 @@ class Limits:
     watchdog_exit_codes: tuple[int, ...] = (1,)
     max_concurrent_requests: int = 8
     max_size: int = 1048576
+    #: Chunks of a stopped reply that may still arrive once the target has had its ACK
+    #: bound to act on the interrupt (1: one chunk in flight in the service itself).
+    chunks_after_interrupt: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,9 @@ class Target:
     stats_keys: Mapping[str, str] = field(default_factory=dict)
     #: The directory of the file that described it: a ``module:Class`` adapter is imported from there.
     base_dir: str | None = None
+    #: The target file it was loaded from (``load_target`` only), for replay lines; a target
+    #: changed afterwards (other arguments, faults, limits) is no longer what the file says.
+    source_file: str | None = None
 
     def interactive_spec(self) -> InteractiveSpec | None:
         """The client to drive: the declared dialogue, or the reference one for ``interactive_client``."""
@@ -200,7 +206,7 @@ class Target:
         extra: list[str] = []
         for f in faults:
             extra += ["--fault", f]
-        return replace(self, argv=(*self.argv, *extra), faults=(*self.faults, *faults))
+        return replace(self, argv=(*self.argv, *extra), faults=(*self.faults, *faults), source_file=None)
 
     def with_server_flags(self, **limit_changes: Any) -> Target:
         """Tell the target shorter (or longer) limits, where it can be told them.
@@ -231,10 +237,11 @@ class Target:
         return agent in self.capabilities.agents or (agent == "upstream" and self.upstream is not None)
 
     def with_args(self, *args: str) -> Target:
-        return replace(self, argv=(*self.argv, *args))
+        return replace(self, argv=(*self.argv, *args), source_file=None if args else self.source_file)
 
     def with_limits(self, **changes: Any) -> Target:
-        return replace(self, limits=replace(self.limits, **changes))
+        return replace(self, limits=replace(self.limits, **changes),
+                       source_file=None if changes else self.source_file)
 
 
 def _netloc(host: str, port: int) -> str:
@@ -325,7 +332,8 @@ def load_target(path: str | Path, *, allow_remote: bool = False) -> Target:
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"{p}: not valid TOML: {exc}") from None
     table = data.get("target", data)
-    return target_from_mapping(table, source=str(p), base_dir=p.parent, allow_remote=allow_remote)
+    target = target_from_mapping(table, source=str(p), base_dir=p.parent, allow_remote=allow_remote)
+    return replace(target, source_file=str(p))
 
 
 def load_pyproject_target(path: str | Path = "pyproject.toml", *, allow_remote: bool = False) -> Target | None:
@@ -345,8 +353,8 @@ def load_pyproject_target(path: str | Path = "pyproject.toml", *, allow_remote: 
     )
 
 
-# faults name reference-server switches (--fault); a target file cannot set them.
-_TARGET_KEYS = ({f.name for f in fields(Target)} | {"cmd"}) - {"faults", "base_dir"}
+# faults name reference-server switches (--fault); a target file cannot set them, nor where it lies.
+_TARGET_KEYS = ({f.name for f in fields(Target)} | {"cmd"}) - {"faults", "base_dir", "source_file"}
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 
 

@@ -266,3 +266,13 @@ def test_the_menu_clients_file_lets_wschaos_open_its_agent_through_a_session():
     assert t.ws_path == "/ws/session/{session_id}"
     assert adapter.session is not None and adapter.session.create is not None
     assert adapter.correlation == "order" and t.interactive is not None
+
+
+def test_a_count_limit_takes_zero_and_refuses_fractions(tmp_path: Path):
+    """limits.chunks_after_interrupt is a count: 0 (none allowed) is valid, 1.5 is not."""
+    f = tmp_path / "t.toml"
+    f.write_text('[target]\ncmd = "srv --port {port}"\n[target.limits]\nchunks_after_interrupt = 0\n')
+    assert load_target(f).limits.chunks_after_interrupt == 0
+    f.write_text('[target]\ncmd = "srv --port {port}"\n[target.limits]\nchunks_after_interrupt = 1.5\n')
+    with pytest.raises(TargetError, match=r"limits.chunks_after_interrupt must be a whole number >= 0"):
+        load_target(f)

@@ -144,7 +144,8 @@ TABLE: dict[str | tuple[str, str], FigureType] = {
         OBSERVED),
     **{(CASE_CHECK, n): OBSERVED for n in (
         "found_after_s", "programs", "programs_per_s", "shrunk_steps", "steps", "target_restarts",
-        "active_requests_after", "blocking_in_flight", "blocking_left_out", "drain_ms", "drain_seen_by")},
+        "active_requests_after", "blocking_in_flight", "blocking_left_out", "drain_ms", "drain_seen_by",
+        "claims_judged")},
     (CASE_CHECK, "heartbeat_interval_s"): PARAMETER,
 }
 

@@ -356,6 +356,8 @@ def load_pyproject_target(path: str | Path = "pyproject.toml", *, allow_remote: 
 # faults name reference-server switches (--fault); a target file cannot set them, nor where it lies.
 _TARGET_KEYS = ({f.name for f in fields(Target)} | {"cmd"}) - {"faults", "base_dir", "source_file"}
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
+#: Limits that are counts, where 0 means "none allowed".
+_COUNT_LIMITS = {"chunks_after_interrupt"}
 
 
 def target_from_mapping(
@@ -457,6 +459,10 @@ def target_from_mapping(
                 if not isinstance(v, list) or not all(isinstance(i, int) for i in v):
                     raise TargetError(f"{source}: limits.{k} must be a list of integers")
                 conv[k] = tuple(v)
+            elif k in _COUNT_LIMITS:
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise TargetError(f"{source}: limits.{k} must be a whole number >= 0, not {v!r}")
+                conv[k] = v
             elif isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
                 raise TargetError(f"{source}: limits.{k} must be a positive number, not {v!r}")
             else:

@@ -115,14 +115,3 @@ async def count_errors(client: Client, expected: int, timeout: float) -> int:
         if await client.wait_frame(lambda f: True, deadline - time.monotonic(), since=None) is None:
             break
     return count()
-
-
-# -- the probes, asked through the case's context ---------------------------------
-async def stats_sample(ctx: Context, sup: Supervisor) -> dict[str, Any] | None:
-    """``ctx.probes.stats(sup)``."""
-    return await ctx.probes.stats(sup)
-
-
-async def wait_stats(ctx: Context, sup: Supervisor, predicate: Any, timeout: float) -> dict[str, Any] | None:
-    """``ctx.probes.wait_stats(sup, predicate, timeout)``."""
-    return await ctx.probes.wait_stats(sup, predicate, timeout)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING
 
 from harness import checkers
 from harness.core.timing import scaled
 from harness.engine.actions import start_stream
 from harness.engine.scenario import Context, scenario
+
+if TYPE_CHECKING:
+    from harness.process.supervisor import Supervisor
 
 MODES = ("clean", "mid_stream", "reset", "vanish", "reconnect")
 #: A closing handshake's bound per cycle: a server that never closes its side of the
@@ -23,7 +26,7 @@ CLOSE_S = scaled(0.25)
 COUNTERS = ("connections", "sessions", "active_requests", "subscriptions", "per_session_state")
 
 
-async def _cycle(ctx: Context, sup: Any, i: int, mode: str) -> None:
+async def _cycle(ctx: Context, sup: Supervisor, i: int, mode: str) -> None:
     """One session's life, ended the way ``mode`` says."""
     c = await ctx.client(sup, name=f"k{i}")
     if "subscribe" in ctx.messages:

@@ -9,7 +9,8 @@ and never closed the upstream HTTP stream.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from harness import checkers
 from harness.client.connection import ClientError
@@ -17,13 +18,22 @@ from harness.core.timing import scaled
 from harness.engine.actions import open_streams
 from harness.engine.scenario import Context, NotApplicable, scenario
 
+if TYPE_CHECKING:
+    from harness.client.connection import Client
+    from harness.process.supervisor import Supervisor
+    from harness.protocol.frames import Frame
+
 #: Streams that run long enough to be interrupted, fast enough to be "full speed".
-FAST = {"chunks": 100000, "chunk_delay_ms": 5}
+FAST: dict[str, Any] = {"chunks": 100000, "chunk_delay_ms": 5}
 #: The storm's 30 streams: continuous, but at a rate one Python client reads without
 #: a backlog (3000 frames/s); a backlog would stamp ACKs late and time the harness.
-STORM = {"chunks": 100000, "chunk_delay_ms": 10}
+STORM: dict[str, Any] = {"chunks": 100000, "chunk_delay_ms": 10}
 #: Short replies that end by themselves, used as the observation window after an ACK.
-SHORT = {"chunks": 40, "chunk_delay_ms": 10}
+SHORT: dict[str, Any] = {"chunks": 40, "chunk_delay_ms": 10}
+
+
+def _first_chunk_of(rid: str) -> Callable[[Frame], bool]:
+    return lambda f: f.request_id == rid and f.kind == "chunk"
 
 
 def _streams_per_session(ctx: Context) -> int:
@@ -66,14 +76,15 @@ def _ack_checks(ctx: Context) -> None:
     # Chunks sooner than the ACK bound may have been on their way before the target read the INTERRUPT.
     ctx.check(checkers.interrupts.chunks_after_interrupt(ctx.history, ctx.limits.chunks_after_interrupt,
                                                          in_flight_ms=bound_ms))
-    lat = sorted(op.data.get("latency_ms") for op in ctx.history.operations("interrupt") if op.data.get("latency_ms") is not None)
+    lat = sorted(float(op.data["latency_ms"]) for op in ctx.history.operations("interrupt")
+                 if op.data.get("latency_ms") is not None)
     if lat:
         ctx.figure("ack_p99_ms", checkers.percentile(lat, 99))
         ctx.figure("ack_p50_ms", checkers.percentile(lat, 50))
         ctx.figure("ack_latencies_ms", [round(x, 3) for x in lat])
 
 
-async def _quiesced(ctx: Context, sup: Any) -> None:
+async def _quiesced(ctx: Context, sup: Supervisor) -> None:
     """active_requests back to 0 once everything is interrupted or done.
 
     Only where the target reports active_requests (its /stats): without it there is
@@ -88,7 +99,7 @@ async def _quiesced(ctx: Context, sup: Any) -> None:
     ctx.check(checkers.counters_zero(sample, keys=("active_requests",)))
 
 
-async def _observe_window(client: Any, ms: int = 400) -> None:
+async def _observe_window(client: Client, ms: int = 400) -> None:
     """An observation window after an ACK, bounded by a short reply on the same session.
 
     Waiting for this reply's final frame is the event; its length sets how long
@@ -126,7 +137,7 @@ async def basic(ctx: Context, mode: str) -> None:
     rids = [await a.request("stream", **FAST) for _ in range(_streams_per_session(ctx))]
     foreign = await b.request("foreign", **SHORT)
     for r in rids:
-        await a.wait_frame(lambda f, r=r: f.request_id == r and f.kind == "chunk", scaled(5))
+        await a.wait_frame(_first_chunk_of(r), scaled(5))
     if mode == "one":
         res = await a.interrupt(rids[0], timeout=scaled(2))
         ctx.check(checkers.ack_status(res.ack if res.ack is not None else res.error, "SUCCESS", [rids[0]]))
@@ -178,11 +189,11 @@ async def storm(ctx: Context, sessions: int, per_session: int) -> None:
     # Every session streams before the storm; a server that cannot run several
     # requests at once shows it in the ACKs below, not by stalling the setup.
     await asyncio.gather(*(
-        c.wait_frame(lambda f, r=streams[c.name][0]: f.request_id == r and f.kind == "chunk", scaled(5))
+        c.wait_frame(_first_chunk_of(streams[c.name][0]), scaled(5))
         for c in clients
     ))
 
-    async def fire(c: Any) -> None:
+    async def fire(c: Client) -> None:
         targets: list[str | None] = []
         for _ in range(per_session):
             roll = ctx.rng.random()

@@ -10,6 +10,7 @@ margin) fits the profile's time budget for the case.
 from __future__ import annotations
 
 from harness import checkers
+from harness.checkers.keepalive import dropped_within
 from harness.core.timing import now_ns, scaled
 from harness.engine.scenario import Context, NotApplicable, scenario
 
@@ -56,6 +57,6 @@ async def silent_peer(ctx: Context, how: str) -> None:
     dropped = await ctx.probes.wait_stats(sup, lambda s: s.get("connections") == 0, scaled(bound_ms / 1000 + 2))
     dropped_ms = (now_ns() - since) / 1e6 if dropped is not None and dropped.get("connections") == 0 else None
     ctx.figure("dropped_after_ms", dropped_ms)
-    ctx.check(checkers.keepalive.dropped_within(dropped_ms, bound_ms, what=f"drop of a silent peer ({how})"))
+    ctx.check(dropped_within(dropped_ms, bound_ms, what=f"drop of a silent peer ({how})"))
     after = await ctx.probes.settle_stats(sup, RELEASED, scaled(2))
     ctx.check(checkers.counters_zero(after, keys=RELEASED))

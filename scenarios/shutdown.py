@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from harness import checkers
 from harness.core.timing import now_ns, scaled
 from harness.engine.actions import LONG, DrainWatch, ScenarioError, open_streams, start_stream
 from harness.engine.scenario import Context, NotApplicable, scenario
+
+if TYPE_CHECKING:
+    from harness.client.connection import Client
+    from harness.process.exit import ExitReport
+    from harness.process.supervisor import Supervisor
+    from harness.protocol.frames import Frame
 from harness.process.supervisor import SupervisorError
 
 LOADS = ("idle", "streams", "subscriptions", "blocking", "upstream")
@@ -48,7 +55,7 @@ def _with_hook(ctx: Context, hook: str, **values: Any) -> Any:
     return ctx.target.with_args(*args)
 
 
-async def _blocking_in_flight(ctx: Context, sup: Any, client: Any) -> tuple[str | None, str]:
+async def _blocking_in_flight(ctx: Context, sup: Supervisor, client: Client) -> tuple[str | None, str]:
     """Send a request to the blocking agent and wait until its thread is seen stuck.
 
     The evidence is a new thread: /stats ``agent_threads`` or ``threads`` (the
@@ -79,7 +86,7 @@ async def _blocking_in_flight(ctx: Context, sup: Any, client: Any) -> tuple[str 
     return rid, ""
 
 
-async def _load(ctx: Context, load: str) -> tuple[Any, list[tuple[Any, str]], list[Any]]:
+async def _load(ctx: Context, load: str) -> tuple[Supervisor, list[tuple[Client, str]], list[Client]]:
     """Start the target under the named load; returns (supervisor, streams, other clients)."""
     env: dict[str, str] = {}
     target = ctx.target
@@ -90,8 +97,8 @@ async def _load(ctx: Context, load: str) -> tuple[Any, list[tuple[Any, str]], li
         # A cooperative shutdown step that takes a while, so the drain can be watched.
         target = _with_hook(ctx, "drain_delay", ms=int(ctx.limits.grace_s * 500))
     sup = await ctx.start_target(pty=True, env=env, target=target)
-    streams: list[tuple[Any, str]] = []
-    others: list[Any] = []
+    streams: list[tuple[Client, str]] = []
+    others: list[Client] = []
     if load in ("streams", "drain"):
         streams = await open_streams(ctx, sup, 20 if load == "streams" else 2)
     elif load == "subscriptions":
@@ -120,7 +127,7 @@ async def _stop(ctx: Context, sup: Any, report: Any, why: str) -> tuple[Any, Any
     return report or sup.exit_report, cleanup, stacks, killed_ns
 
 
-def _hung(report: Any) -> bool:
+def _hung(report: ExitReport | None) -> bool:
     return report is None or report.hung
 
 
@@ -172,12 +179,15 @@ async def signal_shutdown(ctx: Context, how: str, load: str) -> None:
         ctx.check(checkers.connections_refused(watch.connect_refused))
 
 
-async def _drain_seen(ctx: Context, sup: Any, streams: list[tuple[Any, str]], timeout: float) -> str | None:
+def _end_of(rid: str) -> Callable[[Frame], bool]:
+    return lambda f: f.request_id == rid and f.kind in ("final", "error")
+
+
+async def _drain_seen(ctx: Context, sup: Supervisor, streams: list[tuple[Client, str]], timeout: float) -> str | None:
     """Wait (bounded) for the first sign the drain began: a stream's final frame, a close, or the exit."""
     waits: dict[asyncio.Future[Any], str] = {}
     for c, rid in streams:
-        waits[asyncio.ensure_future(c.wait_frame(
-            lambda f, r=rid: f.request_id == r and f.kind in ("final", "error"), timeout))] = f"{c.name} final"
+        waits[asyncio.ensure_future(c.wait_frame(_end_of(rid), timeout))] = f"{c.name} final"
         waits[asyncio.ensure_future(c.wait_closed(timeout))] = f"{c.name} closed"
     waits[asyncio.ensure_future(sup.wait_exit(timeout))] = "exit"
     pending = set(waits)

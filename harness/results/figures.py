@@ -140,7 +140,7 @@ TABLE: dict[str | tuple[str, str], FigureType] = {
          "finding", "found_after_s", "programs", "replays", "reproduced", "steps", "shrunk_steps",
          "programs_per_s", "target_restarts", "active_requests_after", "blocking_in_flight",
          "blocking_left_out", "drain_ms", "drain_seen_by", "stretched_by_time_factor", "left_out",
-         "most_chunks_after", "most_late", "nothing_to_stop"),
+         "most_chunks_after", "most_late", "nothing_to_stop", "judged", "stopping"),
         OBSERVED),
     **{(CASE_CHECK, n): OBSERVED for n in (
         "found_after_s", "programs", "programs_per_s", "shrunk_steps", "steps", "target_restarts",

@@ -134,7 +134,8 @@ TABLE: dict[str | tuple[str, str], FigureType] = {
         "second_ctrl_c_ms", "tasks_delta", "upstream_close_ms", "watchdog_exit_ms")},
     (CASE_CHECK, "cycles"): PARAMETER,
     # -- added with honest blame, conventions and the explorer -----------------------------
-    **dict.fromkeys(("floor_ms", "order", "heartbeat_interval_s", "limit", "require_flag"), PARAMETER),
+    **dict.fromkeys(("floor_ms", "order", "heartbeat_interval_s", "limit", "require_flag", "in_flight_ms"),
+                    PARAMETER),
     **dict.fromkeys(
         ("close_codes", "with_close_frame", "error_code", "error_message", "final_after_ack", "open_at_kill",
          "finding", "found_after_s", "programs", "replays", "reproduced", "steps", "shrunk_steps",

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "or a case glob such as 'interrupts.*' (repeatable)")
 
     sub.add_parser("list", help="list the scenario cases")
+    from harness.explore.command import add_parsers as add_explore_parsers
+
+    add_explore_parsers(sub)  # explore, replay
     return parser
 
 
@@ -112,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help(sys.stderr)
             return int(ExitCode.USAGE_ERROR)
+        if args.command in ("explore", "replay"):
+            from harness.explore.command import handle
+
+            return int(handle(args, console))
         handler = {"run": cmd_run, "repro": cmd_repro, "serve": cmd_serve, "compare": cmd_compare,
                    "report": cmd_report, "list": cmd_list}[args.command]
         return int(handler(args, console))

@@ -3,96 +3,22 @@
 from __future__ import annotations
 
 import json
-import random
-from typing import Any
 
 from harness import checkers
 from harness.core.timing import now_ns, scaled
-from harness.engine.actions import count_errors, heartbeat_ok, send_expect_error, stats_sample
+from harness.engine.actions import count_errors, heartbeat_ok, send_expect_error
 from harness.engine.scenario import Context, scenario
+from harness.explore import strategies
 
-#: (label, frame to send, expected ERROR code). Built fresh per run: request ids must be unique.
-TABLE: list[tuple[str, Any, str]] = [
-    ("not json", "{this is not json", "BAD_JSON"),
-    ("json array", "[1, 2, 3]", "BAD_JSON"),
-    ("json string", '"hello"', "BAD_JSON"),
-    ("unknown type", {"msg_type": "DANCE", "payload": {}}, "UNKNOWN_TYPE"),
-    ("missing msg_type", {"payload": {}}, "BAD_MESSAGE"),
-    ("request without id", {"msg_type": "REQUEST", "payload": {"text": "x"}}, "BAD_MESSAGE"),
-    ("request text wrong type", {"msg_type": "REQUEST", "request_id": "bad-1", "payload": {"text": 5}}, "BAD_MESSAGE"),
-    ("payload not an object", {"msg_type": "REQUEST", "request_id": "bad-2", "payload": "text"}, "BAD_MESSAGE"),
-    ("subscribe without topic", {"msg_type": "SUBSCRIBE", "payload": {}}, "BAD_MESSAGE"),
-    ("publish without data", {"msg_type": "PUBLISH", "payload": {"topic": "t"}}, "BAD_MESSAGE"),
-    ("interrupt target wrong type", {"msg_type": "INTERRUPT", "request_id": "i-1", "payload": {"target_request_id": 7}}, "BAD_MESSAGE"),
-    ("binary frame", b"\x00\x01binary", "BAD_MESSAGE"),
-]
+#: (label, frame to send, expected ERROR code): the protocol's table, kept with the strategies.
+TABLE = strategies.TABLE
 
 
-#: Values that are never a valid string field (and never a valid object payload).
-NOT_STRING: list[Any] = [None, True, 1.5, -1, [], {}, ["x"], {"a": [1, {"b": None}]}]
-#: Valid text that must still be handled: NUL, astral, right-to-left, long. (A lone
-#: surrogate is left out: it cannot even be encoded into a text frame.)
-ODD_TEXT = ["", "\u0000", "\U0001f600", "\u202e", "x" * 300]
-
-
-def _valid(rng: random.Random, i: int) -> dict[str, Any]:
-    kind = rng.choice(["REQUEST", "INTERRUPT", "SUBSCRIBE", "UNSUBSCRIBE", "PUBLISH", "HEARTBEAT"])
-    payload: dict[str, Any] = {
-        "REQUEST": {"text": rng.choice(ODD_TEXT)},
-        "INTERRUPT": {"target_request_id": f"g{i}", "reason": "fuzz"},
-        "SUBSCRIBE": {"topic": rng.choice(ODD_TEXT)},
-        "UNSUBSCRIBE": {"topic": rng.choice(ODD_TEXT)},
-        "PUBLISH": {"topic": rng.choice(ODD_TEXT), "data": {"n": i}},
-        "HEARTBEAT": {},
-    }[kind]
-    return {"msg_type": kind, "request_id": f"g{i}", "payload": payload}
-
-
-def _break(rng: random.Random, msg: dict[str, Any]) -> dict[str, Any]:
-    """Break exactly one rule of a valid message, so the server must answer ERROR."""
-    kind = msg["msg_type"]
-    required = {"REQUEST": ["text"], "INTERRUPT": [], "SUBSCRIBE": ["topic"], "UNSUBSCRIBE": ["topic"],
-                "PUBLISH": ["topic", "data"], "HEARTBEAT": []}[kind]
-    choices = ["type", "payload"] + (["request_id"] if kind in ("REQUEST", "INTERRUPT") else [])
-    choices += [f"drop:{k}" for k in required] + [f"retype:{k}" for k in required if k != "data"]
-    if kind == "INTERRUPT":
-        choices.append("retype:target_request_id")
-    how = rng.choice(choices)
-    if how == "type":
-        msg["msg_type"] = rng.choice(["NOPE", "", "request", 3, None, ["REQUEST"]])
-    elif how == "payload":
-        # Not null: a server may fairly read a null payload as the empty one.
-        msg["payload"] = rng.choice([3, "text", ["x"], True])
-    elif how == "request_id":
-        if rng.random() < 0.3:
-            del msg["request_id"]
-        else:
-            msg["request_id"] = rng.choice(NOT_STRING)
-    elif how.startswith("drop:"):
-        del msg["payload"][how[5:]]
-    else:
-        field_name = how[7:]
-        bad = [v for v in NOT_STRING if v is not None] if field_name == "target_request_id" else NOT_STRING
-        msg["payload"][field_name] = rng.choice(bad)
-    return msg
-
-
-def generated_frames(rng: random.Random, n: int) -> list[str | bytes]:
-    """Seeded malformed frames, each invalid by construction: broken JSON, JSON that is not
-    an object, binary frames, and valid messages with exactly one rule broken."""
-    out: list[str | bytes] = []
-    for i in range(n):
-        roll = rng.random()
-        if roll < 0.15:
-            good = json.dumps(_valid(rng, i))
-            out.append(good[: rng.randrange(1, len(good))])  # a cut before the closing brace
-        elif roll < 0.25:
-            out.append(json.dumps(rng.choice([*NOT_STRING[:4], *ODD_TEXT, [1, 2]])))
-        elif roll < 0.3:
-            out.append(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))))
-        else:
-            out.append(json.dumps(_break(rng, _valid(rng, i)), ensure_ascii=rng.random() < 0.5))
-    return out
+def generated_frames(seed: int, n: int) -> list[str | bytes]:
+    """``n`` malformed frames for ``seed``, each invalid by construction (see
+    :func:`harness.explore.strategies.bad_frames`): broken JSON, JSON that is not an
+    object, binary frames, and valid messages with exactly one rule broken."""
+    return [f.raw for f in strategies.sample_bad_frames(seed, n)]
 
 
 @scenario("bad_input.table", timeout_s=30)
@@ -141,9 +67,9 @@ async def generated(ctx: Context, frames: int) -> None:
     stats as before."""
     sup = await ctx.start_target()
     fuzz, big, bystander = await ctx.clients(sup, 3)
-    before = await stats_sample(ctx, sup)
+    before = await ctx.probes.stats(sup)
     stream = await bystander.request("bystander", chunks=200, chunk_delay_ms=10)
-    batch = generated_frames(ctx.rng, frames)
+    batch = generated_frames(ctx.rng.randrange(2**32), frames)
     started = now_ns()
     for f in batch:
         await fuzz.send_raw(f)
@@ -164,7 +90,7 @@ async def generated(ctx: Context, frames: int) -> None:
     await bystander.reply(stream, scaled(10))
     ctx.check(checkers.request_completes(ctx.history, stream, client=bystander.name))
     ctx.check(checkers.process_alive(sup.is_running()))
-    after = await stats_sample(ctx, sup)
+    after = await ctx.probes.stats(sup)
     # The oversize sender's session is gone; nothing else may have changed.
     ctx.check(checkers.stats_unchanged(before, after, keys=("connections", "sessions", "active_requests", "subscriptions"),
                                        expected_delta={"connections": -1, "sessions": -1}))

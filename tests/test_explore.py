@@ -46,7 +46,7 @@ def _finding(report_dir: Path) -> dict:
 def test_the_explorer_finds_the_cancel_before_start_leak_shrinks_and_replays_it(tmp_path: Path, capsys) -> None:
     """From scratch, the explorer finds a leaked active request, shrinks it to at most 3 steps; it replays, not when fixed."""
     code = main(["explore", "--fault", "cancel_before_start_leak", "--budget", "30", "--seed", str(SEED),
-                 "--shrink-budget", "15", "--confirm", "0", "--report-dir", str(tmp_path)])
+                 "--shrink-budget", "40", "--confirm", "0", "--report-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == ExitCode.FOUND, err
     found = _finding(tmp_path)

@@ -237,7 +237,14 @@ def judge(run: ProgramRun, *, target: Target, config: ExploreConfig) -> list[Ver
             after = unknown(after.check, f"not judged: {reused} sent again right after the INTERRUPT that freed "
                                          f"it, before its ACK came back ({after.message})")
         out.append(after)
-        out.append(checkers.no_double_claim(h))
+        twice = checkers.no_double_claim(h)
+        if twice.status == "fail" and run.reused_claimed:
+            # The checker keys claims by id alone: an id claimed, sent again as a new request and
+            # claimed again is two requests claimed once each.
+            reused = ", ".join(sorted(f"{rid} of {c}" for c, rid in run.reused_claimed))
+            twice = unknown(twice.check, f"not judged: {reused} was claimed, sent again as a new request and "
+                                         f"may be claimed again ({twice.message})")
+        out.append(twice)
     ids = [r.interrupt_id for r in run.model.interrupts
            if r.must_not_find and r.interrupt_id and r.result is not None and r.result.ack is not None]
     if ids:

@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable as a
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "bench"
 
-from bench import churn, exit_clock, gate, probe_overhead, scale, shutdown, storm
+from bench import churn, exit_clock, explore, gate, probe_overhead, scale, shutdown, storm
 from bench.common import ROOT, Figure, table_rows
 
 __all__ = ["FIGURES", "main"]
@@ -62,6 +62,7 @@ FIGURES: dict[str, FigureFn] = {
     "probe": probe_overhead.figure,
     "gate": gate.figure,
     "scale": scale.figure,
+    "explore": explore.figure,
 }
 
 

@@ -11,7 +11,7 @@ from harness.results.schema import TargetInfo
 from harness.target.spec import reference_target, target_from_cmd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_cli import wschaos  # noqa: E402
+from test_cli import wschaos
 
 
 def test_a_case_word_agrees_with_the_gate():

@@ -98,7 +98,7 @@ def test_a_refusal_after_wschaos_stopped_the_target_is_not_blamed_on_it(tmp_path
 def test_a_pass_that_holds_only_under_the_time_factor_is_flagged():
     """A 5.4 s exit 'within' a 3 s grace at factor 2 is flagged in its message and figures; a real pass is not."""
     from harness.core.verdict import passed
-    from harness.engine.scenario import flag_stretched
+    from harness.engine.blame import flag_stretched
 
     stretched = passed("shutdown.exit_time", "exit took 5400 ms <= bound 6000 ms", exit_ms=5400.0, bound_ms=6000.0)
     v = flag_stretched(stretched, 2.0)

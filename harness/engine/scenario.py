@@ -26,7 +26,7 @@ import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,14 @@ from harness.core import timing
 from harness.core.history import History
 from harness.core.timing import scaled
 from harness.core.verdict import Verdict, unknown
+from harness.engine.blame import (
+    TRACEBACK_MARKS,
+    NotApplicable,
+    ScenarioError,
+    blames_target,
+    flag_stretched,
+    quote,
+)
 from harness.engine.capabilities import unmet
 from harness.nemesis.nemesis import Nemesis
 from harness.probes.observe import Observer
@@ -60,14 +68,6 @@ __all__ = [
 ]
 
 ScenarioFn = Callable[..., Awaitable[None]]
-
-
-class NotApplicable(Exception):
-    """The case cannot run against this target (it needs a capability it lacks)."""
-
-
-class ScenarioError(RuntimeError):
-    """The target did not let a scenario set up its situation: refused, silent, or an ERROR where a reply was due."""
 
 
 @dataclass(frozen=True)
@@ -394,14 +394,14 @@ class Context:
                 continue
             report = sup.exit_report
             if report is not None and not sup.is_running():
-                tail = _quote(report.stderr_tail or report.stdout_tail)
+                tail = quote(report.stderr_tail or report.stdout_tail)
                 problems.append(f"{sup.name} exited with code {report.returncode} while the case ran, "
                                 f"though nothing signalled it" + (f"; its output ends: {tail}" if tail else ""))
             marks = [ln.strip() for stream in ("stderr", "stdout") for ln in sup.output(stream).splitlines()
                      if any(m in ln for m in TRACEBACK_MARKS)]
             if marks:
                 more = f" (and {len(marks) - 1} more)" if len(marks) > 1 else ""
-                problems.append(f"{sup.name} printed {marks[0]!r}{more}; stderr ends: {_quote(sup.output('stderr'))}")
+                problems.append(f"{sup.name} printed {marks[0]!r}{more}; stderr ends: {quote(sup.output('stderr'))}")
         return problems
 
     async def settle_exits(self, timeout: float) -> None:
@@ -443,51 +443,6 @@ def _write_config(path: str, text: str) -> str:
 
 #: How often a target is started again when the free port wschaos picked was taken first.
 PORT_RACE_TRIES = 3
-
-#: The figure a bounded verdict judged, in order of preference.
-_JUDGED = ("p99_ms", "value_ms", "exit_ms", "ms")
-
-
-def flag_stretched(v: Verdict, factor: float) -> Verdict:
-    """A pass that holds only because WSCHAOS_TIME_FACTOR stretched the bound says so.
-
-    Bounds are scaled by the time factor so a loaded machine does not fail a
-    correct target; but a 5.4 s exit "within" a 3 s grace at factor 2 broke the
-    target's own contract, and no output may call that a plain pass.
-    """
-    if factor <= 1 or v.status != "pass":
-        return v
-    bound = v.figures.get("bound_ms")
-    value = next((v.figures[k] for k in _JUDGED if isinstance(v.figures.get(k), (int, float))), None)
-    if not isinstance(bound, (int, float)) or value is None or value <= bound / factor:
-        return v
-    note = (f" (passes only because WSCHAOS_TIME_FACTOR={factor:g} stretched the bound: "
-            f"{value:.0f} ms is over the unscaled {bound / factor:g} ms)")
-    return replace(v, message=v.message + note, figures={**v.figures, "stretched_by_time_factor": factor})
-
-
-#: Lines that only a failure inside the target prints.
-TRACEBACK_MARKS = ("Traceback (most recent call last)", "Task exception was never retrieved",
-                   "Exception in thread", "Exception in callback")
-
-
-def _quote(text: str, lines: int = 4) -> str:
-    tail = [ln.rstrip() for ln in text.strip().splitlines()[-lines:]]
-    return " | ".join(tail)
-
-
-def _blames_target(exc: BaseException) -> str | None:
-    """What the target did, when ``exc`` is the target refusing, dropping or answering wrong."""
-    from harness.client.connection import ClientError
-    from harness.process.supervisor import TargetStartError
-    from harness.protocol.adapters.base import HandshakeError
-
-    if isinstance(exc, TargetStartError):
-        return None  # target.started says it
-    if isinstance(exc, (ClientError, ScenarioError, HandshakeError)):
-        return str(exc)
-    return None
-
 
 def replay_command(case: Case, seed: int, target_args: str = "", target: Target | None = None) -> str:
     """The command line that runs ``case`` again: ``target_args``, or else the file ``target`` came from."""
@@ -591,7 +546,7 @@ async def _judge_exception(ctx: Context, case: Case, case_dir: Path, exc: Except
     if isinstance(exc, TargetStartError):
         ctx.check(target_checks.started(str(exc)))
         return
-    said = _blames_target(exc)
+    said = blames_target(exc)
     if said is not None:
         await ctx.settle_exits(scaled(0.5))  # a target that dropped us may be dying: let its exit land
     problems = ctx.target_problems()

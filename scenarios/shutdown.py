@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness import checkers
 from harness.core.timing import now_ns, scaled
-from harness.engine.actions import LONG, DrainWatch, ScenarioError, open_streams, start_stream
+from harness.engine.actions import LONG, ScenarioError, open_streams, start_stream, watch_drain
 from harness.engine.scenario import Context, NotApplicable, scenario
 
 if TYPE_CHECKING:
@@ -143,12 +143,11 @@ async def signal_shutdown(ctx: Context, how: str, load: str) -> None:
     end is judged by its exit time (with stacks) alone."""
     sup, streams, others = await _load(ctx, load)
     conv = ctx.target.conventions
-    watch = DrainWatch()
     if how == "ctrl_c":
         ctx.nemesis.ctrl_c(sup)
     else:
         ctx.nemesis.signal(sup, signal.SIGTERM)
-    watch.start(ctx, sup, probe_connect=(load == "drain"))
+    watch = watch_drain(ctx, sup, probe_connect=(load == "drain"))
     bound_s = ctx.limits.grace_s + ctx.limits.exit_margin_s
     report = await sup.wait_exit(scaled(bound_s))
     await watch.stop()

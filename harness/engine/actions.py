@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.core.timing import scaled
 from harness.engine.scenario import ScenarioError
-from harness.probes.observe import DrainWatch as _DrainWatch
+from harness.probes.observe import DrainWatch
 
 if TYPE_CHECKING:
     from harness.client.connection import Client
@@ -29,6 +29,7 @@ __all__ = [
     "start_stream",
     "try_connect",
     "wait_first_chunk",
+    "watch_drain",
 ]
 
 LONG = {"chunks": 100000, "chunk_delay_ms": 10}
@@ -77,14 +78,15 @@ async def try_connect(ctx: Context, url: str, timeout: float) -> bool:
     return True
 
 
-class DrainWatch(_DrainWatch):
-    """:class:`harness.probes.observe.DrainWatch` started from a case's context."""
+def watch_drain(ctx: Context, sup: Supervisor, *, probe_connect: bool = True) -> DrainWatch:
+    """Start watching /health (and, with ``probe_connect``, new connections) as the target drains."""
 
-    def start(self, ctx: Context, sup: Supervisor, *, probe_connect: bool = True) -> None:  # type: ignore[override]
-        async def connect() -> bool:
-            return await try_connect(ctx, sup.ws_url, scaled(0.5))
+    async def connect() -> bool:
+        return await try_connect(ctx, sup.ws_url, scaled(0.5))
 
-        super().start(sup, ctx.target.health_path, connect if probe_connect else None)
+    watch = DrainWatch()
+    watch.start(sup, ctx.target.health_path, connect if probe_connect else None)
+    return watch
 
 
 async def send_expect_error(client: Client, raw: str | bytes, timeout: float) -> Any:

@@ -207,6 +207,31 @@ def test_late_frames_within_the_grace_or_for_a_reused_id_are_not_counted():
     assert_pass(checkers.no_frames_after_ack(t2.history))
 
 
+def test_an_id_reused_before_its_ack_is_not_judged_never_passed():
+    """REQUEST r1 pipelined between INTERRUPT i1 and its ACK: r1's frames after the ACK may be
+    the new request's, so that claim is not judged; alone it leaves the check unknown, and
+    beside a judged claim with late frames the check still fails."""
+    t = Timeline()
+    r1 = t.request(0, "c0", "r1", chunks=50)
+    t.chunks(1, "c0", "r1", range(3))
+    i1 = t.interrupt(10, "c0", "i1", "r1")
+    t.request(10.5, "c0", "r1", chunks=50)  # in the same write as the INTERRUPT
+    t.final(12, "c0", "r1", 3, interrupted=True, reason="user", op=r1)
+    t.acked(i1, 13, ["r1"])
+    t.chunks(14, "c0", "r1", range(3))
+    v = assert_unknown(checkers.no_frames_after_ack(t.history), "sent again in a new REQUEST before its ACK",
+                       "request r1 of c0")
+    assert v.figures["not_judged"] == 1
+    t.request(20, "c0", "r2", chunks=50)
+    t.chunks(21, "c0", "r2", range(2))
+    t.final(22, "c0", "r2", 2, interrupted=True, reason="user")
+    t.acked(t.interrupt(21.5, "c0", "i2", "r2"), 23, ["r2"])
+    v = assert_pass(checkers.no_frames_after_ack(t.history))
+    assert "for any of 1 interrupted requests (1 not judged" in v.message
+    t.frame(30, "c0", "chunk", request_id="r2", seq=2, final=False)
+    assert_fail(checkers.no_frames_after_ack(t.history), "request r2 of c0: 1 frames after its ACK")
+
+
 # -- one terminal per request, double claims ----------------------------------------------
 def test_each_request_ending_once_passes():
     """r1 ends with one final; r2 is refused with one ERROR (BUSY)."""
@@ -251,6 +276,18 @@ def test_a_request_claimed_by_two_acks_fails():
     t.acked(t.interrupt(14, "c0", "i2", "r1"), 15, ["r1"])
     assert_fail(checkers.no_double_claim(t.history), "1 requests claimed by more than one ACK",
                 "request r1 of c0: claimed by 2 ACKs (i1, i2)")
+
+
+def test_an_id_claimed_sent_again_and_claimed_again_is_two_requests():
+    """r1 claimed by i1; a new REQUEST r1 (after the ACK, or right behind the INTERRUPT in its
+    write) claimed by i2 is another request, claimed once; i3 claiming that one again fails."""
+    for reuse_ms in (14, 10.5):
+        t = _interrupted_stream()
+        t.request(reuse_ms, "c0", "r1", chunks=50)
+        t.acked(t.interrupt(20, "c0", "i2", "r1"), 22, ["r1"])
+        assert "2 requests each claimed by one of 2 ACKs" in assert_pass(checkers.no_double_claim(t.history)).message
+        t.acked(t.interrupt(30, "c0", "i3", "r1"), 32, ["r1"])
+        assert_fail(checkers.no_double_claim(t.history), "request r1 of c0: claimed by 2 ACKs (i2, i3)")
 
 
 def test_the_same_id_in_two_sessions_is_not_a_double_claim_and_no_claims_is_unknown():

@@ -59,6 +59,25 @@ def _claims(history: History) -> list[tuple[FrameRec, Any]]:
             for rid in (f.get("interrupted_ids") or [])]
 
 
+def _interrupts_sent(history: History) -> dict[tuple[str, Any], int]:
+    """(client, interrupt id) -> when that INTERRUPT was sent (an ACK's ``request_id`` is its INTERRUPT's)."""
+    return {(op.client, op.data.get("interrupt_id")): op.started_ns for op in history.operations("interrupt")}
+
+
+def _sent_before(ack: FrameRec, sent: dict[tuple[str, Any], int]) -> int:
+    """When the INTERRUPT this ACK answers was sent; the ACK's own time when it is not in the history."""
+    return sent.get((ack.client, ack.get("request_id")), ack.t_ns)
+
+
+def _claimed_request(history: History, ack: FrameRec, rid: Any, before_ns: int) -> Any:
+    """Which request a claim of ``rid`` names: the last REQUEST with that id its client sent
+    before the INTERRUPT (and the server did not refuse). An id reused after an INTERRUPT
+    freed it is another request, claimed afresh; the bare id when no REQUEST is recorded."""
+    ops = [op for op in request_ops(history, rid, ack.client) if op.started_ns <= before_ns
+           and not (op.outcome == "fail" and op.data.get("error_code") in ("BUSY", "DUPLICATE_REQUEST"))]
+    return (rid, ops[-1].started_ns) if ops else (rid, None)
+
+
 def _derived(f: FrameRec) -> set[str]:
     """The values of a frame record the client worked out (``derived``), not the service."""
     d = f.get("derived")
@@ -303,10 +322,18 @@ def no_frames_after_ack(history: History, grace_ms: float = 0, *, order: str = "
     for f in frames(history):
         if f.get("kind") != "ack":
             by_key[(f.client, f.get("request_id"))].append(f)
-    bad, late_total = [], 0
+    sent = _interrupts_sent(history)
+    bad, late_total, unjudged = [], 0, []
     for ack, rid in claims:
-        # A later REQUEST reusing the id legitimately gets frames again: stop there.
-        reuse = [op.started_ns for op in request_ops(history, rid, ack.client) if op.started_ns > ack.t_ns]
+        # A later REQUEST reusing the id is another request with frames of its own. Sent after
+        # the ACK, it ends the watch. Sent between the INTERRUPT and its ACK (pipelined, as
+        # rule 5 allows), both streams share the id from before the ACK on: their frames
+        # cannot be told apart, and that claim is not judged (said, never passed).
+        asked = _sent_before(ack, sent)
+        reuse = [op.started_ns for op in request_ops(history, rid, ack.client) if op.started_ns > asked]
+        if any(t <= ack.t_ns for t in reuse):
+            unjudged.append(request_label(ack.client, rid))
+            continue
         cutoff = min(reuse, default=None)
         late = [f for f in by_key.get((ack.client, rid), [])
                 if f.pos > ack.pos and (f.t_ns - ack.t_ns) / 1e6 > grace_ms
@@ -326,11 +353,17 @@ def no_frames_after_ack(history: History, grace_ms: float = 0, *, order: str = "
             bad.append(f"{request_label(ack.client, rid)}: {len(late)} frames after its ACK at "
                        f"+{first:.1f} ms (seq {seqs})")
     figs = {"claims": len(claims), "requests_with_late_frames": len(bad), "late_frames": late_total,
-            "grace_ms": grace_ms, "order": order}
+            "grace_ms": grace_ms, "order": order, "not_judged": len(unjudged)}
     if bad:
         return fail(name, summarize(bad), **figs)
+    if len(unjudged) == len(claims):
+        return unknown(name, f"every claimed id was sent again in a new REQUEST before its ACK came back: "
+                             f"the two replies' frames cannot be told apart ({summarize(unjudged)})", **figs)
     allowed = "" if order == "final_then_ack" else " but the interrupted final (declared order " + order + ")"
-    return passed(name, f"no frame after the ACK{allowed} for any of {len(claims)} interrupted requests", **figs)
+    skipped = f" ({len(unjudged)} not judged: their id reused before the ACK)" if unjudged else ""
+    judged = len(claims) - len(unjudged)
+    return passed(name, f"no frame after the ACK{allowed} for any of {judged} interrupted requests{skipped}",
+                  **figs)
 
 
 #: How an interrupt was answered when the service did the answering (not ``nothing``, not an ERROR).
@@ -430,7 +463,11 @@ def _late_chunks(history: History, op: Any, by_client: dict[str, list[FrameRec]]
 
 @checker
 def no_double_claim(history: History) -> Verdict:
-    """No request id (per client session) is reported interrupted by two ACKs."""
+    """No request (per client session) is reported interrupted by two ACKs.
+
+    A request is its REQUEST, not its id: an ACK's claim names the last REQUEST of that
+    id sent before its INTERRUPT, so an id reused after being freed is claimed afresh.
+    """
     name = "interrupts.no_double_claim"
     acks = [f for f in frames(history) if f.get("kind") == "ack"]
     if not acks:
@@ -447,10 +484,14 @@ def no_double_claim(history: History) -> Verdict:
     if not said:
         return unknown(name, _nothing_said(left), acks=len(acks), left_out=len(acks))
     acks = said
+    # Claims are of requests, not ids: an id claimed, sent again and claimed again is two requests.
+    sent = _interrupts_sent(history)
     claimed: dict[tuple[str, Any, Any], list[Any]] = defaultdict(list)
     for f in acks:
+        before = _sent_before(f, sent)
         for rid in f.get("interrupted_ids") or []:
-            claimed[(f.client, f.get("session_id"), rid)].append(f.get("request_id"))
+            claimed[(f.client, f.get("session_id"), _claimed_request(history, f, rid, before))].append(
+                f.get("request_id"))
     if not claimed:
         return unknown(name, f"{len(acks)} ACKs claimed no request; nothing to judge", acks=len(acks))
     twice = {k: v for k, v in claimed.items() if len(v) > 1}
@@ -458,7 +499,7 @@ def no_double_claim(history: History) -> Verdict:
             "left_out": sum(left.values())}
     if twice:
         desc = [f"{request_label(c, rid)}: claimed by {len(v)} ACKs ({', '.join(map(str, v))})"
-                for (c, _s, rid), v in twice.items()]
+                for (c, _s, (rid, _at)), v in twice.items()]
         return fail(name, f"{len(twice)} requests claimed by more than one ACK: {summarize(desc)}", **figs)
     return passed(name, f"{len(claimed)} requests each claimed by one of {len(acks)} ACKs", **figs)
 

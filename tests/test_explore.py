@@ -155,6 +155,22 @@ def test_the_model_gives_a_range_where_a_short_reply_may_have_ended() -> None:
     assert again.must_not_find, "a second INTERRUPT of all finds nothing left"
 
 
+def test_an_id_reused_in_the_write_of_the_interrupt_that_frees_it_may_be_refused_or_accepted() -> None:
+    """REQUEST r1, INTERRUPT all and REQUEST r1 again in one write: the server may read the reuse
+    before or after it freed r1, so the reuse may be refused or accepted, its answer may be the
+    claimed one's, and every later reuse may be refused too (found by a 10-minute exploration)."""
+    m = Model()
+    m.connected("s0")
+    first = m.request("s0", m.new_request_id("s0"), long=True, agent="upstream", reused=False)
+    m.interrupt("s0", "all", None)  # its ACK has not come back: same write
+    reuse = m.request("s0", first.request_id, long=False, agent="blocking", reused=True)
+    assert reuse.expect_error == "?" and reuse.state == "maybe"
+    reuse.op = _Op("ok")  # the client may have given it the claimed request's final
+    m.refresh()
+    assert reuse.state == "maybe", "an answer shared by two requests of one id does not end either"
+    assert m.request("s0", first.request_id, long=False, agent=None, reused=True).expect_error == "?"
+
+
 def test_a_finished_request_must_not_be_found() -> None:
     """Once the client has seen a request's final frame, interrupting it must answer NOT_FOUND."""
     m = Model()

@@ -128,13 +128,6 @@ class _Runner:
             prev = self.model.pick_own(name, int(st["reuse"]))
             assert prev is not None
             rid = prev.request_id
-            if prev.claimed_by is not None:
-                # A claimed id sent again is a new request: a later INTERRUPT may claim it again.
-                self.run.reused_claimed.add((name, rid))
-            if prev.claimed_by is not None and prev.claimed_by.result is None:
-                # Sent before the ACK that freed the id came back: the frames of the two
-                # streams after that ACK cannot be told apart by id and time.
-                self.run.reused_before_ack.add((name, rid))
         else:
             rid = self.model.new_request_id(name)
         options: dict[str, Any] = {}

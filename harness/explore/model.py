@@ -42,6 +42,9 @@ class RequestRecord:
     state: State
     op: Any = None  # the client's "request" Operation, once sent
     reused: bool = False
+    #: Sent while an earlier request with its id may still be live on the server: the two share
+    #: the id, so the client cannot tell whose answer is whose and this one's stays ``maybe``.
+    ambiguous: bool = False
     sent_ns: int | None = None
     text: str = ""
     #: The INTERRUPT that ended it, if one did (as far as the model knows).
@@ -130,7 +133,7 @@ class Model:
     def refresh(self) -> None:
         """Requests whose answer the client has seen are over on the server too."""
         for r in self.requests:
-            if r.state != "gone" and r.op is not None and r.op.outcome != "pending":
+            if r.state != "gone" and not r.ambiguous and r.op is not None and r.op.outcome != "pending":
                 r.state = "gone"
 
     def new_request_id(self, name: str) -> str:
@@ -162,12 +165,17 @@ class Model:
                     r.state = "maybe"
         live = [r for r in s.requests if r.state != "gone" and r.expect_error in (None, "?")]
         same = [r for r in live if r.request_id == rid]
+        # Claimed by an INTERRUPT whose ACK has not come back (sent in the same write, or the ACK
+        # never came): the server may not have freed the id yet when it reads this REQUEST.
+        freeing = [r for r in s.requests if r.request_id == rid and r.claimed_by is not None
+                   and r.expect_error in (None, "?")
+                   and (r.claimed_by.result is None or r.claimed_by.result.ack is None)]
         sure = sum(1 for r in live if r.state == "active")
         maybe = sum(1 for r in live if r.state == "maybe")
         expect: str | None
         if any(r.state == "active" for r in same):
             expect = "DUPLICATE_REQUEST"
-        elif same:
+        elif same or freeing:
             expect = "?"
         elif sure >= s.max_concurrent:
             expect = "BUSY"
@@ -181,7 +189,8 @@ class Model:
             state = "maybe"
         else:
             state = "gone"
-        rec = RequestRecord(name, rid, len(s.requests), long, agent, expect, state, reused=reused)
+        rec = RequestRecord(name, rid, len(s.requests), long, agent, expect, state, reused=reused,
+                            ambiguous=bool(same or freeing))
         s.requests.append(rec)
         self.requests.append(rec)
         return rec

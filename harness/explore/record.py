@@ -86,10 +86,6 @@ class ProgramRun:
     #: Sessions that stopped reading at some point, and whether the proxy ever delayed: their
     #: replies may be late for reasons of the program's own making.
     slowed: set[str] = field(default_factory=set)
-    #: (client, request id) sent again while the ACK that freed the id was still on its way.
-    reused_before_ack: set[tuple[str, str]] = field(default_factory=set)
-    #: (client, request id) sent again after an INTERRUPT had claimed (or aimed at) the id.
-    reused_claimed: set[tuple[str, str]] = field(default_factory=set)
     #: The process from outside (psutil) before the program and once it settled.
     resources_before: dict[str, Any] | None = None
     resources_after: dict[str, Any] | None = None

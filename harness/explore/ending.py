@@ -35,6 +35,8 @@ class Held(Protocol):
     model: Model
     probes: Observer
     sessions: dict[int, ProgramSession]
+    #: Sessions the server was closing while they did not read (an oversize frame).
+    retired: list[ProgramSession]
     clients: list[Client]
     proxy: TcpProxy | None
     lag: contextlib.ExitStack | None
@@ -47,8 +49,10 @@ async def teardown(r: Held) -> None:
     if r.lag is not None:
         r.lag.close()
         r.lag = None
-    for s in r.sessions.values():
+    for s in [*r.sessions.values(), *r.retired]:
         s.resume()
+    # Reading again, they take the close the server sent them (judged: 1009).
+    await asyncio.gather(*(s.client.wait_closed(r.answer * 2) for s in r.retired))
     if r.deferred:
         # Answers held back while sessions were not reading: they can come now.
         await asyncio.wait(r.deferred, timeout=r.answer)

@@ -248,6 +248,16 @@ def judge(run: ProgramRun, *, target: Target, config: ExploreConfig) -> list[Ver
     for _prompt, sent_ns, closed_ns in run.upstream_claims:
         out.append(checkers.upstream_closed_within(sent_ns, closed_ns, bound_ms))
     out.extend(run.verdicts)
+    for name in run.close_1009_later:
+        label = f"{name} oversize frame, read at the end"
+        closes = [o for o in h.observations("closed") if o.source == name]
+        if closes and closes[0].data.get("code") is None:
+            # A server that gives up on the closing handshake resets the connection, and the
+            # reset throws away the close frame the client had not read yet.
+            out.append(unknown("input.closed_with", f"{label}: the connection ended with no close frame the "
+                                                    "client could still read (it was not reading)").labelled(label))
+        else:
+            out.append(checkers.closed_with(h, name, 1009).labelled(label))
     return out
 
 

@@ -86,6 +86,9 @@ class ProgramRun:
     #: Sessions that stopped reading at some point, and whether the proxy ever delayed: their
     #: replies may be late for reasons of the program's own making.
     slowed: set[str] = field(default_factory=set)
+    #: Clients that sent an oversize frame while not reading: the server's 1009 close is read,
+    #: and judged, once they read again at the program's end.
+    close_1009_later: list[str] = field(default_factory=list)
     #: The process from outside (psutil) before the program and once it settled.
     resources_before: dict[str, Any] | None = None
     resources_after: dict[str, Any] | None = None

@@ -76,6 +76,19 @@ def test_the_explorer_finds_the_cancel_before_start_leak_shrinks_and_replays_it(
     _no_target_left()
 
 
+@pytest.mark.parametrize("program", ["reuse_in_one_write", "oversize_unread"])
+def test_programs_that_once_gave_false_findings_pass_on_the_correct_server(program: str, tmp_path: Path,
+                                                                           capsys) -> None:
+    """Two programs 10-minute explorations of the correct server once reported, replayed clean:
+    an id reused in the write of the INTERRUPT that frees it (then reused again), and an oversize
+    frame sent while not reading followed by an INTERRUPT no server owes an ACK."""
+    path = Path(__file__).parent / "fixtures" / "explore" / f"{program}.json"
+    code = main(["replay", str(path), "--times", "2", "--report-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == ExitCode.CLEAN and "reproduced 0 of 2 runs" in err, err
+    _no_target_left()
+
+
 def test_a_short_exploration_of_the_correct_server_finds_nothing(tmp_path: Path, capsys) -> None:
     """Against the reference server without faults, a 3 s exploration ends clean: exit 0, no finding."""
     code = main(["explore", "--budget", "3", "--seed", "11", "--report-dir", str(tmp_path)])

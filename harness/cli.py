@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from harness.runner import GateOptions
 
 from harness import __version__
+from harness.client.wire import WIRE_HELP, WIRES, use_wire
 from harness.results.gate import ExitCode
 
 __all__ = ["main"]
@@ -49,6 +50,7 @@ def _target_args(p: argparse.ArgumentParser) -> None:
                    help="the interactive client to drive on a pty, with {url} (default: the reference client)")
     g.add_argument("--python-probe", action="store_true", help="inject the zero-code probe into a Python target")
     g.add_argument("--allow-remote", action="store_true", help="allow a target outside loopback")
+    p.add_argument("--wire", choices=WIRES, help=WIRE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harness.explore.command import handle
 
             return int(handle(args, console))
+        why = use_wire(getattr(args, "wire", None))
+        if why is not None:
+            raise UsageError(f"wschaos {args.command}: {why}")
         handler = {"run": cmd_run, "repro": cmd_repro, "serve": cmd_serve, "compare": cmd_compare,
                    "report": cmd_report, "list": cmd_list}[args.command]
         return int(handler(args, console))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from harness.client.connection import Client, ConnectError, ConnectionLost
+from harness.client.wire import WIRES, wire_available
 from harness.core.history import History
 from harness.protocol.adapters import load_adapter
 from harness.target.spec import RemoteAddressError, load_target
@@ -24,6 +25,16 @@ from decl_ws import TalkServer
 from mini_ws import MiniServer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, params=WIRES)
+def wire(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test of the client on each wire: the same history whichever library moves the bytes."""
+    why = wire_available(request.param)
+    if why is not None:
+        pytest.skip(why)
+    monkeypatch.setenv("WSCHAOS_WIRE", request.param)
+    return str(request.param)
 
 
 def run(test: Callable[[], Awaitable[Any]], bound: float = 20.0) -> Any:

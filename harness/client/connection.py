@@ -1,6 +1,7 @@
 """The asyncio client: every action an operation in the history.
 
-One reader task per client takes frames off the socket, stamps them on the
+The wire under it (:mod:`harness.client.wire`: websockets, or picows) hands
+every message to the client as it arrives; the client stamps it on the
 monotonic clock, classifies them through the adapter, records one ``frame``
 observation each and wakes whoever waits: the request a chunk belongs to, the
 interrupt an ACK answers, a ``wait_frame`` predicate. Operations end ``ok``,
@@ -26,20 +27,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
-
 from harness.client.correlate import Correlator, Pending
 from harness.client.session import create_session, delete_session, session_url
+from harness.client.wire import CLOSED, WIRES, Wire, open_wire, wire_available
 from harness.core.history import History, Operation
-from harness.core.sockets import fin_close, pause_transport, resume_transport, rst_close
+from harness.core.sockets import fin_close, rst_close
 from harness.core.timing import now_ns, scaled
 from harness.protocol.adapters import Adapter, ReferenceAdapter
 from harness.protocol.frames import Frame, InterruptResult, Reply, frame_record
@@ -72,19 +71,34 @@ else:  # pragma: no cover - 3.10 has no asyncio.timeout
     async def _bounded(aw: Any, timeout: float) -> Any:
         return await asyncio.wait_for(aw, timeout)
 
-def _fits_unpaused(conn: ClientConnection, data: str | bytes) -> bool:
-    """Whether sending ``data`` cannot block: writes are not paused and, even if none of
-    it reached the socket, the buffer would stay under the high-water mark, so flow
-    control cannot pause the send midway. Anything unsure takes the bounded path."""
-    if getattr(conn, "paused", True):
-        return False
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _within(fut: asyncio.Future[Any], timeout: float) -> bool:
+    """Wait until ``fut`` is done, ``timeout`` at most, never cancelling it: whether it is.
+
+    One timer handle and one future of its own, where ``asyncio.timeout`` over a
+    shielded future takes a Timeout, a task lookup, a reschedule and a second future
+    (the churn bench's client CPU per cycle)."""
+    if fut.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: Any) -> None:
+        _expire(waiter)
+
+    fut.add_done_callback(wake)
+    timer = loop.call_later(timeout, _expire, waiter)
     try:
-        high = conn.transport.get_write_buffer_limits()[1]
-        size = conn.transport.get_write_buffer_size()
-    except (AttributeError, NotImplementedError):
-        return False
-    # A str is at most 4 bytes a character in UTF-8; 14 bytes is the largest frame header.
-    return size + 4 * len(data) + 14 < high
+        await waiter
+    finally:
+        timer.cancel()
+        fut.remove_done_callback(wake)
+    return fut.done()
 
 
 #: URLs already found to be on loopback: the check parses the address, and a
@@ -128,6 +142,8 @@ class Client:
         keep_frames: bool = True,
         send_timeout: float | None = None,
         shape_upstream: bool = False,
+        local_addr: tuple[str, int] | None = None,
+        wire: str | None = None,
     ) -> None:
         if not allow_remote and url not in _LOOPBACK_OK:
             check_loopback(url, where=f"client {name}")
@@ -136,6 +152,12 @@ class Client:
             _LOOPBACK_OK.add(url)
         self.url = url
         self.allow_remote = allow_remote
+        #: The WebSocket library under this client (:mod:`harness.client.wire`): as given,
+        #: else ``WSCHAOS_WIRE`` (``wschaos run --wire``), else websockets.
+        self.wire = wire or os.environ.get("WSCHAOS_WIRE") or WIRES[0]
+        why = wire_available(self.wire)
+        if why is not None:
+            raise ClientError(f"client {name}: {why}")
         #: Carry each request's reply shape in its text to the target's (fake) LLM upstream.
         self.shape_upstream = shape_upstream
         self.adapter = adapter or _REFERENCE
@@ -154,11 +176,11 @@ class Client:
             "ping_timeout": ping_timeout,
             # permessage-deflate costs CPU on both sides and tests nothing here.
             "compression": compression,
-            # No HTTP proxy from the environment: traffic stays on loopback.
-            "proxy": None,
+            # The source address to connect from (a loopback alias: 127.0.0.2, ...).
+            "local_addr": local_addr,
         }
-        self._conn: ClientConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._conn: Wire | None = None
+        self._reader: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[tuple[int | None, str]] | None = None
         # Who is waiting for which frame: replies, ACKs, heartbeats, predicates.
         self._waiting = Correlator(self._end, correlation=getattr(self.adapter, "correlation", "id"),
@@ -170,7 +192,7 @@ class Client:
         self._session_spec = getattr(self.adapter, "session", None)
         self._session_removal: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
-        self._paused_resume: Callable[[], Any] | None = None
+        self._reading = True
 
     # -- connection ----------------------------------------------------------
     async def connect(self, timeout: float | None = None) -> Frame:
@@ -196,7 +218,8 @@ class Client:
         self.ready = ready
         self.session_id = ready.session_id
         self._closed = loop.create_future()
-        self._reader = loop.create_task(self._read(), name=f"wschaos-reader-{self.name}")
+        assert self._conn is not None
+        self._reader = self._conn.start(self._take, self._on_closed, self.name)
         self.history.end(op, "ok", session_id=self.session_id, error=None)
         return ready
 
@@ -205,7 +228,7 @@ class Client:
         url = self.url
         if self._session_spec is not None:
             url = session_url(url, await self._make_session())
-        self._conn = await connect(url, **self._kw)
+        self._conn = await open_wire(self.wire, url, **self._kw)
         ready = await self.adapter.handshake(self._send_raw_frame, self._handshake_recv)
         if ready.session_id is None and self.made_session is not None:
             ready = replace(ready, session_id=self.made_session)
@@ -274,7 +297,8 @@ class Client:
             await self.close()
 
     @property
-    def connection(self) -> ClientConnection:
+    def connection(self) -> Wire:
+        """The WebSocket under this client; its ``transport`` is the TCP connection's."""
         if self._conn is None:
             raise ClientError(f"client {self.name} is not connected")
         return self._conn
@@ -283,20 +307,7 @@ class Client:
     def closed(self) -> bool:
         return self._closed is not None and self._closed.done()
 
-    # -- the reader ----------------------------------------------------------
-    async def _read(self) -> None:
-        conn = self._conn
-        assert conn is not None
-        take = self._take
-        try:
-            while True:
-                raw = await conn.recv()
-                take(raw, time.monotonic_ns())
-        except ConnectionClosed:
-            pass
-        finally:
-            self._on_closed()
-
+    # -- the reader: the wire hands every message to _take as it arrives ------
     def _take(self, raw: str | bytes, t_ns: int) -> Frame:
         frame, records = self._waiting.dispatch(self.adapter.classify(raw, t_ns))
         for rec in records:
@@ -316,8 +327,9 @@ class Client:
         conn = self._conn
         code: int | None = None
         reason = ""
-        if conn is not None and conn.protocol.close_rcvd is not None:
-            code, reason = conn.protocol.close_rcvd.code, conn.protocol.close_rcvd.reason
+        rcvd = conn.close_received if conn is not None else None
+        if rcvd is not None:
+            code, reason = rcvd
         self.history.observe(self.name, "closed", code=code, reason=reason)
         self._waiting.settle_all()
         if self._closed is not None and not self._closed.done():
@@ -328,13 +340,13 @@ class Client:
     async def _send(self, op: Operation, data: str | bytes) -> None:
         """Send, or end ``op`` fail and raise ConnectionLost when the connection is gone."""
         conn = self._conn
-        if conn is None or conn.state is not State.OPEN:
+        if conn is None or not conn.open:
             self._end(op, "fail", error="connection closed")
             raise ConnectionLost(f"client {self.name}: connection closed; {op.kind} not sent")
         try:
             # A peer that stopped reading fills the socket buffers and would hold this
             # send forever; the bound turns that into an answer.
-            if _fits_unpaused(conn, data):
+            if conn.can_send_now(data):
                 # The frame only goes to the buffer and cannot wait on the peer, so the
                 # timer (a heap entry armed and cancelled per frame) is skipped.
                 await conn.send(data)
@@ -343,7 +355,7 @@ class Client:
         except asyncio.TimeoutError:
             self._end(op, "unknown", error=f"send blocked for {self.send_timeout:g} s: the peer is not reading")
             raise ClientTimeout(f"client {self.name}: {op.kind} could not be sent within {self.send_timeout:g} s") from None
-        except ConnectionClosed as exc:
+        except CLOSED as exc:
             # Whether the bytes left before the close is unknowable from here.
             self._end(op, "unknown", error=_describe(exc))
             raise ConnectionLost(f"client {self.name}: connection closed while sending {op.kind}") from exc
@@ -381,14 +393,15 @@ class Client:
         if pend is None:
             raise ClientError(f"client {self.name}: no request {request_id!r} was sent")
         if not pend.done.done():
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
             pend.waiters.append(waiter)
+            # The bound ends only this caller's waiter, never ``done``.
+            timer = loop.call_later(timeout if timeout is not None else scaled(30), _expire, waiter)
             try:
-                # The bound cancels only this caller's waiter, never ``done``.
-                await _bounded(waiter, timeout if timeout is not None else scaled(30))
-            except asyncio.TimeoutError:
-                pass
+                await waiter
             finally:
+                timer.cancel()
                 if waiter in pend.waiters:
                     pend.waiters.remove(waiter)
         return pend.reply()
@@ -504,10 +517,7 @@ class Client:
         return True
 
     async def _wait(self, fut: asyncio.Future[Frame | None], timeout: float) -> Frame | None:
-        try:
-            return await _bounded(asyncio.shield(fut), timeout)
-        except asyncio.TimeoutError:
-            return None
+        return fut.result() if await _within(fut, timeout) else None
 
     async def wait_frame(self, predicate: Callable[[Frame], bool], timeout: float,
                          *, since: int | None = 0) -> Frame | None:
@@ -571,26 +581,24 @@ class Client:
 
     def stop_reading(self) -> None:
         """Stop reading the socket: no frames, no pongs; the server's send buffer fills."""
-        if self._paused_resume is None:
-            self._paused_resume = pause_transport(self.connection)
+        if self._reading:
+            self.connection.pause_reading()
+            self._reading = False
 
     def resume_reading(self) -> None:
-        if self._paused_resume is not None:
-            resume_transport(self.connection, self._paused_resume)
-            self._paused_resume = None
+        if not self._reading:
+            self.connection.resume_reading()
+            self._reading = True
 
     @property
     def reading(self) -> bool:
-        return self._paused_resume is None
+        return self._reading
 
     async def wait_closed(self, timeout: float) -> tuple[int | None, str] | None:
         """``(code, reason)`` once the connection has ended (code None: no close frame), or None at the bound."""
         if self._closed is None:
             return None
-        try:
-            return await _bounded(asyncio.shield(self._closed), timeout)
-        except asyncio.TimeoutError:
-            return None
+        return self._closed.result() if await _within(self._closed, timeout) else None
 
     @property
     def close_code(self) -> int | None:
@@ -603,15 +611,12 @@ class Client:
         return None
 
     async def _reader_done(self, timeout: float) -> None:
-        if self._reader is not None and not self._reader.done():
-            try:
-                await _bounded(asyncio.shield(self._reader), timeout)
-            except asyncio.TimeoutError:
-                self._hard_close()
+        if self._reader is not None and not await _within(self._reader, timeout):
+            self._hard_close()
 
     def _hard_close(self) -> None:
         if self._conn is not None:
-            self._conn.transport.abort()
+            self._conn.abort()
 
 
 def _describe(exc: BaseException) -> str:

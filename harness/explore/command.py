@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
+from harness.client.wire import WIRE_HELP, WIRES, use_wire
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -80,6 +82,7 @@ def _target_args(p: argparse.ArgumentParser) -> None:
                    help="turn on a reference-server fault switch (repeatable)")
     g.add_argument("--python-probe", action="store_true", help="inject the zero-code probe into a Python target")
     g.add_argument("--allow-remote", action="store_true", help="allow a target outside loopback")
+    p.add_argument("--wire", choices=WIRES, help=WIRE_HELP)
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -147,6 +150,9 @@ def handle(args: argparse.Namespace, console: Console | None = None) -> int:
     console = console or make_console()
     name = "explore" if args.explore_command == "explore" else "replay"
     try:
+        why = use_wire(args.wire)
+        if why is not None:
+            raise UsageError(why)
         if args.explore_command == "explore":
             return cmd_explore(args, console)
         return cmd_replay(args, console)

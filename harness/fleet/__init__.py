@@ -15,7 +15,6 @@ from __future__ import annotations
 from harness.fleet.context import (
     FleetError,
     Program,
-    SourcedClient,
     WorkerContext,
     assign_sources,
     local_host,
@@ -43,7 +42,6 @@ __all__ = [
     "LocalFleet",
     "Origin",
     "Program",
-    "SourcedClient",
     "WorkerContext",
     "WorkerReport",
     "assign_sources",

@@ -17,7 +17,6 @@ many for a given seed, and only where it runs changes.
 
 from __future__ import annotations
 
-import inspect
 import ipaddress
 import itertools
 import random
@@ -34,7 +33,6 @@ __all__ = [
     "Channel",
     "FleetError",
     "Program",
-    "SourcedClient",
     "WorkerContext",
     "assign_sources",
     "check_url",
@@ -105,28 +103,6 @@ def assign_sources(addresses: Sequence[str], workers: int) -> list[list[str]]:
     return [list(addresses[i::workers]) for i in range(workers)]
 
 
-def _client_takes_local_addr() -> bool:
-    try:
-        return "local_addr" in inspect.signature(Client.__init__).parameters
-    except (TypeError, ValueError):  # pragma: no cover
-        return False
-
-
-class SourcedClient(Client):
-    """A :class:`Client` whose connection leaves from a chosen local address.
-
-    ``websockets.asyncio.client.connect`` hands its extra keyword arguments to
-    ``loop.create_connection``, which binds the socket to ``local_addr``
-    before connecting. Used only while ``Client`` itself has no
-    ``local_addr`` option; the factory prefers that option once it exists.
-    """
-
-    def __init__(self, url: str, *, local_addr: tuple[str, int] | None = None, **kw: Any) -> None:
-        super().__init__(url, **kw)
-        if local_addr is not None:
-            self._kw["local_addr"] = local_addr
-
-
 # -- the channel to the parent ------------------------------------------------------
 class Channel(Protocol):
     """How a program talks to the parent that started it (a socket, or a queue in-process)."""
@@ -179,14 +155,7 @@ class WorkerContext:
         kw.setdefault("allow_remote", self.allow_remote)
         if self._next_source is not None and "local_addr" not in kw:
             kw["local_addr"] = (next(self._next_source), 0)
-        local_addr = kw.pop("local_addr", None)
-        full = f"{self.prefix}{name}"
-        if local_addr is None:
-            return Client(target, name=full, **kw)
-        if _client_takes_local_addr():
-            kw["local_addr"] = local_addr
-            return Client(target, name=full, **kw)
-        return SourcedClient(target, name=full, local_addr=local_addr, **kw)
+        return Client(target, name=f"{self.prefix}{name}", **kw)
 
     def share(self, total: int) -> range:
         """This worker's global indices of ``range(total)``: every ``workers``-th from ``worker``."""

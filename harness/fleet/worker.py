@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from harness.client.wire import event_loop_from_env
 from harness.core.history import History
 from harness.fleet.context import WorkerContext, local_host
 from harness.fleet.execute import run_program
@@ -138,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m harness.fleet.worker SOCKET INDEX", file=sys.stderr)
         return 2
     t0 = time.monotonic()
+    try:
+        event_loop_from_env()  # WSCHAOS_LOOP=uvloop, as the parent was told
+    except ValueError as exc:
+        print(f"wschaos-fleet worker {args[1]}: {exc}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(_main(args[0], int(args[1])))
     except (OSError, asyncio.TimeoutError) as exc:

@@ -6,6 +6,8 @@ import json
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.protocol.frames import (
     KINDS,
@@ -154,3 +156,20 @@ def test_an_interrupt_result_says_what_answered_it():
     """answered_by and answer default to None, so results built the old way keep their meaning."""
     res = InterruptResult("i1", "r1", None, None, 0, None)
     assert (res.answered_by, res.answer, res.status, res.interrupted_ids) == (None, None, None, [])
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.text(max_size=3), st.floats(allow_nan=False),
+                    st.lists(st.one_of(st.integers(0, 3), st.text(max_size=2)), max_size=2))
+
+
+@settings(deadline=None)  # a first example may pay for imports: never a timing test
+@given(kind=st.sampled_from(["ready", "chunk", "final", "ack", "heartbeat_ack", "event", "error", "unknown"]),
+       payload=st.dictionaries(st.sampled_from(["seq", "interrupted", "code", "reason", "status", "topic", "data"]),
+                               _VALUES))
+def test_the_fast_frame_record_is_the_frame_read_through_its_properties(kind: str, payload: dict) -> None:
+    """frame_record's fast path (values in the payload) gives what the Frame's properties say."""
+    f = Frame(kind, "M", "r1", "s1", payload, "raw", 0)
+    assert frame_record(f) == {
+        "kind": f.kind, "msg_type": f.msg_type, "request_id": f.request_id, "session_id": f.session_id,
+        "seq": f.seq, "final": f.final, "interrupted": f.interrupted, "reason": f.reason, "status": f.status,
+        "interrupted_ids": f.interrupted_ids, "code": f.code, "topic": f.topic, "data": f.data}

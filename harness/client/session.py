@@ -15,7 +15,6 @@ import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 from websockets.asyncio.client import connect
 
 from harness.protocol.adapters.declarative import get_path
@@ -30,6 +29,17 @@ _EXCERPT = 200
 
 class SessionError(RuntimeError):
     """The service did not make the session: refused, no id in its answer, unreachable."""
+
+
+def _http(timeout: float) -> Any:
+    """One bounded HTTP session, no proxy from the environment, no kept connections.
+
+    aiohttp is imported here, on first use: most targets make no sessions over HTTP, and
+    the import is a good part of a fleet worker's start."""
+    import aiohttp
+
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False,
+                                 connector=aiohttp.TCPConnector(force_close=True))
 
 
 def _values(ws_url: str, client: str) -> dict[str, Any]:
@@ -68,9 +78,7 @@ async def create_session(spec: SessionCreate, ws_url: str, *, client: str, timeo
         return await _create_over_websocket(spec, ws_url, values, timeout, allow_remote)
     url = _where(spec.path, spec.url, ws_url, values, allow_remote, f"client {client} session create")
     body = fill(spec.body, values) if spec.body is not None else None
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False,
-                                     connector=aiohttp.TCPConnector(force_close=True)) as http, \
-            http.request(spec.method, url, json=body) as resp:
+    async with _http(timeout) as http, http.request(spec.method, url, json=body) as resp:
         status, text = resp.status, await resp.text(errors="replace")
     info: dict[str, Any] = {"url": url, "status": status}
     ok = status in spec.status if spec.status else 200 <= status < 300
@@ -124,9 +132,7 @@ async def delete_session(spec: SessionDelete, ws_url: str, session_id: str, *, c
     """Remove one session; what to record. 2xx, and 404 (already gone), count as removed."""
     values = {**_values(ws_url, client), "session_id": quote(session_id, safe="")}
     url = _where(spec.path, spec.url, ws_url, values, allow_remote, f"client {client} session delete")
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False,
-                                     connector=aiohttp.TCPConnector(force_close=True)) as http, \
-            http.request(spec.method, url) as resp:
+    async with _http(timeout) as http, http.request(spec.method, url) as resp:
         status = resp.status
         await resp.read()
     return {"url": url, "status": status, "removed": 200 <= status < 300 or status == 404}

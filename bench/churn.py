@@ -35,9 +35,14 @@ server rather than itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
+import json
+import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -45,6 +50,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from harness.client.connection import Client, ClientError
+from harness.client.wire import event_loop_from_env, wire_available
 from harness.core.history import History
 from harness.core.timing import scaled
 from harness.fleet import FleetError, programs
@@ -52,7 +58,7 @@ from harness.fleet import run as fleet_run
 
 from . import k6
 from .artillery import ArtilleryUnavailable, run_churn
-from .common import Figure, bounded, cpu_s, driver_main, ratio, resolve_workers, running
+from .common import ROOT, Figure, bounded, cpu_s, driver_main, ratio, resolve_workers, running
 
 __all__ = ["CONCURRENCY", "figure", "main"]
 
@@ -64,12 +70,29 @@ _REQUEST = ('{"msg_type": "REQUEST", "request_id": "b1", '
             '"payload": {"text": "bench", "options": {"chunks": 1, "chunk_delay_ms": 0}}}')
 
 
-async def _wschaos_loop(url: str, history: History, i: int, stop_at: float) -> tuple[int, int]:
+#: wschaos's drivers: (wire, event loop). The uvloop ones run in a child process (one loop per process).
+VARIANTS: dict[str, tuple[str, str]] = {
+    "wschaos": ("websockets", "asyncio"),
+    "wschaos picows": ("picows", "asyncio"),
+    "wschaos picows uvloop": ("picows", "uvloop"),
+}
+
+
+def _variant_missing(kind: str) -> str | None:
+    wire, loop = VARIANTS[kind]
+    why = wire_available(wire)
+    if why is None and loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        why = "uvloop is not installed: pip install 'wschaos[fast]'"
+    return why
+
+
+async def _wschaos_loop(url: str, history: History, i: int, stop_at: float,
+                        wire: str = "websockets") -> tuple[int, int]:
     ok = failed = 0
     n = 0
     while time.monotonic() < stop_at and n < MAX_CYCLES_PER_LOOP:
         n += 1
-        c = Client(url, history=history, name=f"w{i}-{n}")
+        c = Client(url, history=history, name=f"w{i}-{n}", wire=wire)
         try:
             await c.connect(timeout=scaled(5))
             rid = await c.request("bench", chunks=1, chunk_delay_ms=0)
@@ -116,12 +139,15 @@ async def _bare_loop(url: str, i: int, stop_at: float) -> tuple[int, int]:
 
 
 async def _drive(kind: str, url: str, seconds: float, server: psutil.Process) -> dict[str, Any]:
+    if kind in VARIANTS and VARIANTS[kind][1] != "asyncio":
+        return await _drive_in_child(kind, url, seconds, server)
     me = psutil.Process()
     history = History()
     stop_at = time.monotonic() + seconds
     c0, s0, t0 = cpu_s(me), cpu_s(server), time.perf_counter()
-    if kind == "wschaos":
-        results = await asyncio.gather(*(_wschaos_loop(url, history, i, stop_at) for i in range(CONCURRENCY)))
+    if kind in VARIANTS:
+        wire = VARIANTS[kind][0]
+        results = await asyncio.gather(*(_wschaos_loop(url, history, i, stop_at, wire) for i in range(CONCURRENCY)))
     else:
         results = await asyncio.gather(*(_bare_loop(url, i, stop_at) for i in range(CONCURRENCY)))
     elapsed = time.perf_counter() - t0
@@ -139,16 +165,75 @@ async def _drive(kind: str, url: str, seconds: float, server: psutil.Process) ->
     }
 
 
-async def _fleet_drive(url: str, workers: int, seconds: float, server: psutil.Process) -> dict[str, Any]:
-    """wschaos's churn on ``workers`` fleet workers, ``CONCURRENCY`` loops each."""
+async def _drive_in_child(kind: str, url: str, seconds: float, server: psutil.Process) -> dict[str, Any]:
+    """``kind`` on its own event loop in a child process; its figures as :func:`_drive` gives them."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.churn", "--child", kind, "--url", url, "--seconds", str(seconds),
+        "--server-pid", str(server.pid), cwd=str(ROOT), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), scaled(seconds + 60))
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"{kind}: the child did not finish") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind}: exit {proc.returncode}: {err.decode(errors='replace').strip()[-300:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+def _child(kind: str, url: str, seconds: float, server_pid: int) -> int:
+    """``python -m bench.churn --child KIND ...``: one timed drive, its figures as one JSON line."""
+    wire = VARIANTS[kind][0]
+    with _client_env(kind):
+        event_loop_from_env()
+
+    async def go() -> dict[str, Any]:
+        server = psutil.Process(server_pid)
+        await _drive_here(wire, url, 0.3, server)  # warm-up, as the parent's drivers had
+        result = await _drive_here(wire, url, seconds, server)
+        result["driver"] = kind
+        return result
+
+    print(json.dumps(asyncio.run(go())))
+    return 0
+
+
+async def _drive_here(wire: str, url: str, seconds: float, server: psutil.Process) -> dict[str, Any]:
+    kind = next(k for k, (w, lp) in VARIANTS.items() if w == wire and lp == "asyncio")
+    return await _drive(kind, url, seconds, server)
+
+
+@contextlib.contextmanager
+def _client_env(kind: str) -> Iterator[None]:
+    """The fleet's workers inherit the environment: their wire and event loop are ``kind``'s."""
+    wire, loop = VARIANTS[kind]
+    saved = {k: os.environ.get(k) for k in ("WSCHAOS_WIRE", "WSCHAOS_LOOP")}
+    os.environ["WSCHAOS_WIRE"], os.environ["WSCHAOS_LOOP"] = wire, loop
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+async def _fleet_drive(url: str, workers: int, seconds: float, server: psutil.Process,
+                       kind: str = "wschaos") -> dict[str, Any]:
+    """wschaos's churn on ``workers`` fleet workers, ``CONCURRENCY`` loops each, on ``kind``'s wire and loop."""
     s0 = cpu_s(server)
-    result = await fleet_run(programs.churn, url, workers=workers, timeout=scaled(seconds + 60),
-                             params={"seconds": seconds, "loops": CONCURRENCY, "max_cycles": MAX_CYCLES_PER_LOOP})
+    with _client_env(kind):
+        result = await fleet_run(programs.churn, url, workers=workers, timeout=scaled(seconds + 60),
+                                 params={"seconds": seconds, "loops": CONCURRENCY, "max_cycles": MAX_CYCLES_PER_LOOP})
     server_cpu = cpu_s(server) - s0
     span = result.span_s()
     ok = sum(v["completed"] for v in result.values)
     client_cpu = sum(w.cpu_s for w in result.workers)
     return {
+        "driver": kind,
         "workers": workers,
         "connections_at_once": workers * CONCURRENCY,
         "cycles": ok,
@@ -167,6 +252,7 @@ async def _fleet_drive(url: str, workers: int, seconds: float, server: psutil.Pr
 async def figure(quick: bool, workers: int | None = None) -> Figure:
     """Figure 1: churn throughput, and with the fleet 1 worker against N."""
     fig = Figure("churn", "1. churn: connect, 1-chunk request, close (10 concurrent loops)")
+    missing = {k: why for k in VARIANTS if (why := _variant_missing(k)) is not None}
     many = resolve_workers(workers)
     many = many if many > 1 else 2
     fleet_runs: list[dict[str, Any]] = []
@@ -182,17 +268,25 @@ async def figure(quick: bool, workers: int | None = None) -> Figure:
     async with running() as sup:
         server = psutil.Process(sup.pid)
         await _drive("bare", sup.ws_url, 0.3, server)  # warm-up: first-use paths out of the timing
+        kinds = ["bare", *(k for k in VARIANTS if k not in missing)]
+        # The fleet with the default client and with the fastest one there is here.
+        fleet_kinds = ["wschaos", *(["wschaos picows uvloop"] if "wschaos picows uvloop" not in missing else [])]
         for i in range(rounds):
-            order = ("wschaos", "bare") if i % 2 == 0 else ("bare", "wschaos")
+            order = kinds if i % 2 == 0 else kinds[::-1]
             for kind in order:
-                runs.append(await _drive(kind, sup.ws_url, seconds, server))
+                try:
+                    runs.append(await _drive(kind, sup.ws_url, seconds, server))
+                except RuntimeError as exc:
+                    missing[kind] = str(exc)
+                    kinds.remove(kind)
             if fleet_error is None:
-                for n in ((1, many) if i % 2 == 0 else (many, 1)):
-                    try:
-                        fleet_runs.append(await _fleet_drive(sup.ws_url, n, seconds, server))
-                    except (FleetError, OSError) as exc:
-                        fleet_error = f"{type(exc).__name__}: {exc}"
-                        break
+                for kind in fleet_kinds:
+                    for n in ((1, many) if i % 2 == 0 else (many, 1)):
+                        try:
+                            fleet_runs.append(await _fleet_drive(sup.ws_url, n, seconds, server, kind))
+                        except (FleetError, OSError) as exc:
+                            fleet_error = f"{type(exc).__name__}: {exc}"
+                            break
             if k6_error is None:
                 # k6 every round, for its own medians; its start-up is not timed, and its
                 # CPU and the server's are taken over its load phase alone.
@@ -233,6 +327,19 @@ async def figure(quick: bool, workers: int | None = None) -> Figure:
     fig.add("wschaos / k6", ratio(w, k), "x")
     fig.add("wschaos / bare", ratio(w, b), "x")
     fig.add("client CPU wschaos", med("wschaos", "client_cpu_us_per_cycle"), "us/cycle")
+    # The same Client (same history, same checks) on the faster wire and event loop.
+    fast: dict[str, float] = {}
+    for kind in VARIANTS:
+        if kind == "wschaos":
+            continue
+        if kind in missing:
+            fig.add(kind, f"unavailable ({missing[kind]})")
+            continue
+        fig.add(kind, med(kind, "cycles_per_s"), "cycles/s")
+        fig.add(f"client CPU {kind}", med(kind, "client_cpu_us_per_cycle"), "us/cycle")
+        fast[kind] = med(kind, "client_cpu_us_per_cycle")
+    best = min(fast, key=fast.__getitem__, default="wschaos")
+    best_cpu = fast.get(best, med("wschaos", "client_cpu_us_per_cycle"))
     fig.add("client CPU bare", med("bare", "client_cpu_us_per_cycle"), "us/cycle")
     fig.add("client CPU artillery", art.get("client_cpu_us_per_cycle") if art else None, "us/cycle")
     k6_cpu = k6_med("client_cpu_us_per_cycle")
@@ -246,7 +353,8 @@ async def figure(quick: bool, workers: int | None = None) -> Figure:
         med("wschaos", "client_cpu_us_per_cycle") + med("wschaos", "server_cpu_us_per_cycle")), "x")
     # The ceiling: the server's own CPU per cycle, over every run of every driver whose
     # window is its load alone (Artillery's includes its start-up, so it is shown, not pooled).
-    by_driver: dict[str, float | None] = {kind: med(kind, "server_cpu_us_per_cycle") for kind in ("wschaos", "bare")}
+    by_driver: dict[str, float | None] = {kind: med(kind, "server_cpu_us_per_cycle")
+                                          for kind in ("bare", *VARIANTS) if kind not in missing}
     by_driver["k6"] = k6_med("server_cpu_us_per_cycle")
     by_driver["artillery"] = art.get("server_cpu_us_per_cycle") if art else None
     pooled = [r["server_cpu_us_per_cycle"] for r in [*runs, *k6_runs]
@@ -257,11 +365,17 @@ async def figure(quick: bool, workers: int | None = None) -> Figure:
     fig.add("server CPU by driver", by_driver, "us/cycle")
     fig.add("ceiling (one server core)", ceiling, "cycles/s")
     fig.add("of ceiling", {"wschaos": ratio(w, ceiling), "bare": ratio(b, ceiling),
+                           **{kind: ratio(med(kind, "cycles_per_s"), ceiling) for kind in fast},
                            "artillery": ratio(a, ceiling), "k6": ratio(k, ceiling)}, "")
+    fig.goal("client CPU <= k6's (best wschaos wire)", None if k6_cpu is None else best_cpu <= k6_cpu,
+             f"{best}: {best_cpu:.0f} vs {k6_cpu} us/cycle")
+    bw = med(best, "cycles_per_s") if best in fast else w
+    fig.goal("throughput >= k6's (best wschaos wire, one process)", None if k is None else bw >= k,
+             f"{best}: {bw:.0f} vs {k} cycles/s")
     fig.goal(">= 2x Artillery", None if a is None else w >= 2 * a, f"{ratio(w, a)}x")
     fig.goal(">= 0.8x bare websockets", w >= 0.8 * b, f"{ratio(w, b)}x")
-    def fleet_med(n: int, key: str) -> float | None:
-        values = [r[key] for r in fleet_runs if r["workers"] == n and r.get(key) is not None]
+    def fleet_med(n: int, key: str, kind: str = "wschaos") -> float | None:
+        values = [r[key] for r in fleet_runs if r["workers"] == n and r["driver"] == kind and r.get(key) is not None]
         return statistics.median(values) if values else None
 
     if fleet_runs:
@@ -274,6 +388,16 @@ async def figure(quick: bool, workers: int | None = None) -> Figure:
                                       f"{many} workers": fleet_med(many, "client_cpu_us_per_cycle")}, "us/cycle")
         fig.add("fleet: client CPU use", {"1 worker": fleet_med(1, "client_cpu_pct"),
                                           f"{many} workers": fleet_med(many, "client_cpu_pct")}, "% of a core")
+        if "wschaos picows uvloop" in fleet_kinds:
+            f1 = fleet_med(1, "cycles_per_s", "wschaos picows uvloop")
+            fn = fleet_med(many, "cycles_per_s", "wschaos picows uvloop")
+            fig.add("fleet picows uvloop: 1 worker", f1, "cycles/s")
+            fig.add(f"fleet picows uvloop: {many} workers", fn, "cycles/s")
+            fig.add("fleet picows uvloop: client CPU", {
+                "1 worker": fleet_med(1, "client_cpu_us_per_cycle", "wschaos picows uvloop"),
+                f"{many} workers": fleet_med(many, "client_cpu_us_per_cycle", "wschaos picows uvloop")}, "us/cycle")
+            fig.goal(f"throughput >= k6's with {many} workers (picows uvloop)",
+                     None if k is None or fn is None else fn >= k, f"{fn} vs {k} cycles/s")
         fig.notes.append(f"fleet: {CONCURRENCY} loops per worker; cycles/s over the workers' own span"
                          f" (one monotonic clock), medians of {rounds} round(s) each")
     else:
@@ -296,6 +420,10 @@ async def figure(quick: bool, workers: int | None = None) -> Figure:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.churn [--quick] [--workers N]``: this figure alone."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--child"]:
+        opts = dict(zip(args[2::2], args[3::2], strict=True))
+        return _child(args[1], opts["--url"], float(opts["--seconds"]), int(opts["--server-pid"]))
     return driver_main("churn", figure, argv)
 
 

@@ -11,6 +11,13 @@ same history on either:
   It calls back on every frame, so there is no reader task and no message
   queue: the client's per-cycle CPU in ``bench/churn.py`` is what it buys.
 
+One difference stays: a server that drops the TCP connection before answering the
+upgrade fails a websockets connect at once ("did not receive a valid HTTP
+response") but a picows one only at the connect's bound ("timed out"): picows does
+not end its handshake wait when the connection is lost. So picows is for load
+(churn, storms, soaks); the default stays websockets, whose failures describe the
+target exactly.
+
 Both keep to RFC 6455 as the client sees it: a CLOSE from the server is echoed
 and the TCP connection left for the server to end; a message over ``max_size``
 closes with 1009; pings are answered.
@@ -325,7 +332,9 @@ class PicowsWire:
             # uvloop's own transports are the fast path there; aiofastnet's only add to them
             # (bench/churn.py: 211 against 133 us of client CPU a bare cycle).
             kw["use_aiofastnet"] = False
-        await ws_connect(lambda: _listener_class()(wire), url, **kw)
+        ws, _listener = await ws_connect(lambda: _listener_class()(wire), url, **kw)
+        if wire.ws is None:  # on_ws_connected did not run (picows calls it in the handshake's read)
+            wire.ws, wire.transport = ws, ws.underlying_transport
         return wire
 
     # -- from picows's callbacks --------------------------------------------------

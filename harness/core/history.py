@@ -25,7 +25,7 @@ __all__ = ["History", "Observation", "Operation", "Outcome"]
 Outcome = Literal["pending", "ok", "fail", "unknown"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Operation:
     id: int
     client: str
@@ -40,7 +40,7 @@ class Operation:
         return None if self.ended_ns is None else (self.ended_ns - self.started_ns) / 1e6
 
 
-@dataclass
+@dataclass(slots=True)
 class Observation:
     id: int
     source: str  # a client name, "probe:stats", "supervisor", ...

@@ -56,6 +56,24 @@ def test_unanswered_interrupts_fail_naming_how_many():
                 "2 of 22 INTERRUPTs got no ACK")
 
 
+def test_an_interrupt_its_own_client_cut_short_is_not_judged_one_left_unanswered_is():
+    """INTERRUPT i1 still waiting when c0 resets its own connection: its missing ACK is not the
+    target's (unknown alone, beside an answered one a pass that says so); i2, whose wait ended
+    unanswered before c1 closed, still fails."""
+    t = Timeline()
+    i1 = t.interrupt(10, "c0", "i1", None)
+    t.end(t.op(12, "c0", "abort"), 13)
+    t.end(i1, 14, "unknown")
+    v = assert_unknown(checkers.one_ack_each(t.history), "ended by its own client before the ACK was read")
+    assert v.figures["cut_by_client"] == 1
+    t.acked(t.interrupt(20, "c2", "j1", None), 22, [])
+    assert "1 not judged" in assert_pass(checkers.one_ack_each(t.history)).message
+    i2 = t.interrupt(30, "c1", "i2", None)
+    t.end(i2, 35, "unknown")
+    t.end(t.op(40, "c1", "close"), 41)
+    assert_fail(checkers.one_ack_each(t.history), "INTERRUPT i2 of c1: 0 ACKs")
+
+
 def test_ack_latency_without_interrupts_is_unknown():
     """No INTERRUPT sent: nothing to measure."""
     assert_unknown(checkers.ack_latency(Timeline().history, 200), "no INTERRUPT")

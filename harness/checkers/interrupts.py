@@ -207,7 +207,12 @@ def ack_status(ack: Any, status: str, interrupted: Collection[str] | None = None
 
 @checker
 def one_ack_each(history: History) -> Verdict:
-    """Every INTERRUPT sent got exactly one INTERRUPT_ACK on its client, and no ACK is unmatched."""
+    """Every INTERRUPT sent got exactly one INTERRUPT_ACK on its client, and no ACK is unmatched.
+
+    An INTERRUPT still waiting when its own client ended the connection (close, RST,
+    FIN: the harness's doing) is not judged for a missing ACK; one whose wait had
+    already ended unanswered is.
+    """
     name = "interrupts.one_ack_each"
     ops = history.operations("interrupt")
     if not ops:
@@ -217,15 +222,28 @@ def one_ack_each(history: History) -> Verdict:
         if f.get("kind") == "ack":
             acks[(f.client, f.get("request_id"))] += 1
     sent = {(op.client, op.data.get("interrupt_id")) for op in ops}
-    bad = [f"INTERRUPT {iid} of {c}: {acks.get((c, iid), 0)} ACKs" for c, iid in sorted(sent, key=repr)
+    # An INTERRUPT whose client itself ended the connection (close, RST, FIN) while still
+    # waiting for the ACK may have had its ACK sent and never read: the harness cut it short.
+    ends: dict[str, list[int]] = defaultdict(list)
+    for op in history.operations():
+        if op.kind in ("close", "abort", "vanish"):
+            ends[op.client].append(op.started_ns)
+    cut = {(op.client, op.data.get("interrupt_id")) for op in ops if not acks.get((op.client, op.data.get("interrupt_id")))
+           and any(op.started_ns <= t and (op.ended_ns is None or op.ended_ns >= t) for t in ends[op.client])}
+    judged = sent - cut
+    bad = [f"INTERRUPT {iid} of {c}: {acks.get((c, iid), 0)} ACKs" for c, iid in sorted(judged, key=repr)
            if acks.get((c, iid), 0) != 1]
     stray = [f"ACK {iid} on {c} for no INTERRUPT sent" for c, iid in acks if (c, iid) not in sent]
     figs = {"interrupts": len(ops), "acks": sum(acks.values()), "bad": len(bad), "stray": len(stray),
-            "unanswered": sum(1 for k in sent if not acks.get(k))}
+            "unanswered": sum(1 for k in judged if not acks.get(k)), "cut_by_client": len(cut)}
     if bad or stray:
-        return fail(name, f"{len(bad)} of {len(sent)} INTERRUPTs without exactly one ACK, {len(stray)} stray "
+        return fail(name, f"{len(bad)} of {len(judged)} INTERRUPTs without exactly one ACK, {len(stray)} stray "
                           f"ACKs: {summarize(bad + stray)}", **figs)
-    return passed(name, f"all {len(sent)} INTERRUPTs got exactly one ACK", **figs)
+    if not judged:
+        return unknown(name, f"every INTERRUPT's connection was ended by its own client before the ACK was "
+                             f"read ({len(cut)}): nothing to judge", **figs)
+    cut_note = f" ({len(cut)} not judged: their client ended the connection before reading an ACK)" if cut else ""
+    return passed(name, f"all {len(judged)} INTERRUPTs got exactly one ACK{cut_note}", **figs)
 
 
 #: How a target may order an interrupted request's final frame and the ACK (``conventions.interrupt_order``).

@@ -119,7 +119,7 @@ TABLE: dict[str | tuple[str, str], FigureType] = {
          "echo", "icanon", "isig", "error", "polls", "tally", "attempts", "accepted", "unsure", "threads",
          "frame_lines", "errors", "sent", "ok_after", "ops_after", "closed", "code", "kind", "status", "ids",
          "values", "nonzero", "missing", "codes", "wrong", "clients", "active", "stats", "probe",
-         "survivors", "state", "before", "problems", "not_judged",
+         "survivors", "state", "before", "problems", "not_judged", "cut_by_client",
          # The slowest single sample: with the few dozen a case takes, p99 already follows it.
          "max_ms"),
         OBSERVED),

@@ -294,6 +294,19 @@ def test_a_connection_closed_by_bad_input_fails():
                 "1 of 1 operations after the bad input failed (heartbeat unknown)")
 
 
+def test_a_close_the_client_caused_later_is_not_the_bad_inputs():
+    """The client sent an oversize frame at 15 ms (closed 1009 at 16 ms): judged up to 15 ms, the
+    close is not the garbage's; with no proof before it, unknown; the 1011 at 12 ms still fails."""
+    t = _after_bad_input(heartbeat="")
+    t.closed(16, "c0", 1009)
+    t.end(t.op(20, "c0", "heartbeat"), 21, "unknown")
+    assert_unknown(checkers.connection_usable(t.history, "c0", ns(10), until_ns=ns(15)),
+                   "before the client's own frame that ends the connection")
+    assert_fail(checkers.connection_usable(t.history, "c0", ns(10)), "closed with 1009")
+    assert_fail(checkers.connection_usable(_after_bad_input(1011, "").history, "c0", ns(10), until_ns=ns(15)),
+                "closed with 1011")
+
+
 def test_usability_without_a_proving_operation_is_unknown():
     """Nothing was tried after the bad input, so usability is unproven."""
     assert_unknown(checkers.connection_usable(_after_bad_input(heartbeat="").history, "c0", ns(10)),

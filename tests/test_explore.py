@@ -76,13 +76,15 @@ def test_the_explorer_finds_the_cancel_before_start_leak_shrinks_and_replays_it(
     _no_target_left()
 
 
-@pytest.mark.parametrize("program", ["reuse_in_one_write", "oversize_unread", "interrupt_unread_then_reset"])
+@pytest.mark.parametrize("program", ["reuse_in_one_write", "oversize_unread", "interrupt_unread_then_reset",
+                                     "bad_frame_unread_then_oversize"])
 def test_programs_that_once_gave_false_findings_pass_on_the_correct_server(program: str, tmp_path: Path,
                                                                            capsys) -> None:
     """Programs 10-minute explorations of the correct server once reported, replayed clean: an id
     reused in the write of the INTERRUPT that frees it (then reused again); an oversize frame sent
     while not reading, then an INTERRUPT no server owes an ACK; an INTERRUPT sent while not
-    reading whose ACK the session's own RST threw away."""
+    reading whose ACK the session's own RST threw away; a malformed frame sent while not reading,
+    then an oversize frame whose 1009 close is not the malformed frame's doing."""
     path = Path(__file__).parent / "fixtures" / "explore" / f"{program}.json"
     code = main(["replay", str(path), "--times", "2", "--report-dir", str(tmp_path)])
     err = capsys.readouterr().err

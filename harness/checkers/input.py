@@ -83,14 +83,21 @@ _PROOF = ("heartbeat", "request", "subscribe", "publish", "unsubscribe")
 
 
 @checker
-def connection_usable(history: History, client: str, since_ns: int | None = None) -> Verdict:
-    """After ``since_ns`` (the bad input), ``client`` stayed open and an operation on it succeeded."""
+def connection_usable(history: History, client: str, since_ns: int | None = None,
+                      until_ns: int | None = None) -> Verdict:
+    """After ``since_ns`` (the bad input), ``client`` stayed open and an operation on it succeeded.
+
+    ``until_ns``: when the client itself did something that ends the connection (an oversize
+    frame); a close from then on is that frame's, and only operations begun before count.
+    """
     name = "input.connection_usable"
     if client not in client_names(history):
         return unknown(name, f"no record of client {client}", client=client)
     since = since_ns if since_ns is not None else 0
-    closes = [o for o in closed_obs(history, client) if o.t_ns >= since]
-    ops = [op for op in history.operations(client=client) if op.kind in _PROOF and op.started_ns >= since]
+    until = until_ns if until_ns is not None else None
+    closes = [o for o in closed_obs(history, client) if o.t_ns >= since and (until is None or o.t_ns < until)]
+    ops = [op for op in history.operations(client=client) if op.kind in _PROOF and op.started_ns >= since
+           and (until is None or op.started_ns < until)]
     ok = [op for op in ops if op.outcome == "ok"]
     broken = [op for op in ops if op.outcome in ("fail", "unknown") and not op.data.get("error_code")]
     figs = {"client": client, "ops_after": len(ops), "ok_after": len(ok), "closed": bool(closes)}
@@ -104,7 +111,8 @@ def connection_usable(history: History, client: str, since_ns: int | None = None
                           f"failed ({', '.join(sorted({op.kind + ' ' + op.outcome for op in broken}))})",
                     **figs)
     if not ok:
-        return unknown(name, f"{client}: no completed operation after the bad input to prove it usable",
+        before = " and before the client's own frame that ends the connection" if until is not None else ""
+        return unknown(name, f"{client}: no completed operation after the bad input{before} to prove it usable",
                        **figs)
     return passed(name, f"{client} still open; {len(ok)} operations after the bad input succeeded "
                         f"({', '.join(sorted({op.kind for op in ok}))})", **figs)

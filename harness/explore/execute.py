@@ -286,8 +286,12 @@ class _Runner:
                 return  # no fair wait for the proof of a usable connection either
             with contextlib.suppress(ClientError, Unsupported):
                 await c.heartbeat(timeout=self._bound(s))
-            self.run.verdicts.append(
-                checkers.connection_usable(self.history, c.name, since).labelled(f"{c.name} after {frame.label}"))
+            # An oversize frame the program sent later on this session ends it (1009): from
+            # then on a close is that frame's, not the malformed one's.
+            until = self.run.oversize_at.get(c.name)
+            self.run.verdicts.append(checkers.connection_usable(
+                self.history, c.name, since, until if until is not None and until > since else None,
+            ).labelled(f"{c.name} after {frame.label}"))
 
         def match(f: Any) -> bool:
             return (f.kind == "error" and f.request_id == frame.echo and f.t_ns >= since
@@ -380,6 +384,7 @@ class _Runner:
         if do == "oversize":
             from harness import checkers
 
+            self.run.oversize_at.setdefault(c.name, now_ns())
             await c.send_raw("x" * (self.env.target.limits.max_size + 1024))
             if s.paused is not None:
                 # Not reading, it cannot see the close yet: the session is over all the same

@@ -89,6 +89,8 @@ class ProgramRun:
     #: Clients that sent an oversize frame while not reading: the server's 1009 close is read,
     #: and judged, once they read again at the program's end.
     close_1009_later: list[str] = field(default_factory=list)
+    #: When each client first sent an oversize frame (the server ends the session for it).
+    oversize_at: dict[str, int] = field(default_factory=dict)
     #: The process from outside (psutil) before the program and once it settled.
     resources_before: dict[str, Any] | None = None
     resources_after: dict[str, Any] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import sys
 import time
@@ -340,3 +341,29 @@ def test_forensics_include_asyncio_tasks_from_the_injected_probe(tmp_path):
     text = forensics.text()
     assert "stuck-task" in text and "stuck_coroutine" in text
     assert any("stuck_coroutine" in ln for ln in forensics.key_lines())
+
+
+def test_a_target_that_exited_but_is_not_reaped_yet_is_not_running(tmp_path):
+    """The pty's leader shim reaps the target; stopped (SIGSTOP), it cannot, and the killed
+    target stays a zombie: is_running() already says it is gone (a late reaper on a loaded
+    machine once let process.alive pass a crashed target)."""
+
+    async def main():
+        sup = Supervisor(program("clean_exit"), tmp_path, pty=True)
+        await sup.start()
+        leader = sup._leader_pid
+        assert leader is not None and sup.is_running()
+        os.kill(leader, signal.SIGSTOP)
+        pidfd = os.pidfd_open(sup.pid)  # readable once the process has terminated, reaped or not
+        try:
+            os.kill(sup.pid, signal.SIGKILL)
+            ready, _, _ = await asyncio.to_thread(select.select, [pidfd], [], [], scaled(5))
+            assert ready, "the killed target did not terminate"
+            assert psutil.Process(sup.pid).status() == psutil.STATUS_ZOMBIE
+            assert not sup.is_running() and sup.exit_report is None  # not reaped, yet not running
+        finally:
+            os.close(pidfd)
+            os.kill(leader, signal.SIGCONT)
+            await sup.stop()
+
+    run(main())

@@ -406,7 +406,8 @@ class Context:
 
     async def settle_exits(self, timeout: float) -> None:
         """Wait (bounded, together) for targets that are exiting to be reaped, so their exit is on record."""
-        running = [s for s in self._supervisors if s.name not in self._helpers and s.is_running()]
+        # Not reaped yet, zombies included (is_running already says those are gone).
+        running = [s for s in self._supervisors if s.name not in self._helpers and s.pid and s.exit_report is None]
         if running:
             await asyncio.gather(*(s.wait_exit(timeout) for s in running), return_exceptions=True)
 

@@ -360,7 +360,19 @@ class Supervisor:
         return t
 
     def is_running(self) -> bool:
-        return bool(self.pid) and not self._exited.is_set()
+        """The target has not exited: not reaped, and not a zombie waiting to be (its reaper,
+        a thread here or the pty's leader shim, may run late on a loaded machine)."""
+        if not self.pid or self._exited.is_set():
+            return False
+        proc = self._proc
+        if proc is None:
+            return True
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+        except psutil.Error:
+            return True
 
     # -- exit ------------------------------------------------------------------
     async def wait_exit(self, timeout: float) -> ExitReport | None:

@@ -16,6 +16,7 @@ import pytest
 
 from harness.core import proctree
 from harness.core.timing import scaled
+from harness.nemesis.faults import frozen_process
 from harness.process.supervisor import (
     OutputWaitError,
     Supervisor,
@@ -353,17 +354,17 @@ def test_a_target_that_exited_but_is_not_reaped_yet_is_not_running(tmp_path):
         await sup.start()
         leader = sup._leader_pid
         assert leader is not None and sup.is_running()
-        os.kill(leader, signal.SIGSTOP)
         pidfd = os.pidfd_open(sup.pid)  # readable once the process has terminated, reaped or not
         try:
-            os.kill(sup.pid, signal.SIGKILL)
-            ready, _, _ = await asyncio.to_thread(select.select, [pidfd], [], [], scaled(5))
-            assert ready, "the killed target did not terminate"
-            assert psutil.Process(sup.pid).status() == psutil.STATUS_ZOMBIE
-            assert not sup.is_running() and sup.exit_report is None  # not reaped, yet not running
+            # Stopped for sure (the kernel says so) before the target dies: nobody reaps it.
+            with frozen_process(leader):
+                os.kill(sup.pid, signal.SIGKILL)
+                ready, _, _ = await asyncio.to_thread(select.select, [pidfd], [], [], scaled(5))
+                assert ready, "the killed target did not terminate"
+                assert psutil.Process(sup.pid).status() == psutil.STATUS_ZOMBIE
+                assert not sup.is_running() and sup.exit_report is None  # not reaped, yet not running
         finally:
             os.close(pidfd)
-            os.kill(leader, signal.SIGCONT)
             await sup.stop()
 
     run(main())

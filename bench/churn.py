@@ -51,7 +51,7 @@ from websockets.exceptions import WebSocketException
 
 from harness.client.connection import Client, ClientError
 from harness.client.wire import event_loop_from_env, wire_available
-from harness.core.history import History
+from harness.core.history import History, collect_less_often
 from harness.core.timing import scaled
 from harness.fleet import FleetError, programs
 from harness.fleet import run as fleet_run
@@ -186,6 +186,7 @@ async def _drive_in_child(kind: str, url: str, seconds: float, server: psutil.Pr
 def _child(kind: str, url: str, seconds: float, server_pid: int) -> int:
     """``python -m bench.churn --child KIND ...``: one timed drive, its figures as one JSON line."""
     wire = VARIANTS[kind][0]
+    collect_less_often()  # as the parent's drivers and the fleet's workers do
     with _client_env(kind):
         event_loop_from_env()
 
@@ -252,6 +253,7 @@ async def _fleet_drive(url: str, workers: int, seconds: float, server: psutil.Pr
 async def figure(quick: bool, workers: int | None = None) -> Figure:
     """Figure 1: churn throughput, and with the fleet 1 worker against N."""
     fig = Figure("churn", "1. churn: connect, 1-chunk request, close (10 concurrent loops)")
+    collect_less_often()  # every Python driver here, as fleet workers do (harness.core.history)
     missing = {k: why for k in VARIANTS if (why := _variant_missing(k)) is not None}
     many = resolve_workers(workers)
     many = many if many > 1 else 2

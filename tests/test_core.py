@@ -50,3 +50,21 @@ def test_worst_verdict_never_turns_unknown_into_pass():
     assert worst([passed("a", ""), unknown("b", "")]) == "unknown"
     assert worst([unknown("b", ""), fail("c", "")]) == "fail"
     assert worst([]) == "unknown"
+
+
+def test_a_load_driver_collects_the_young_generation_less_often():
+    """collect_less_often raises only the young generation's threshold, and never lowers one."""
+    import gc
+
+    from harness.core.history import LOAD_GC_THRESHOLD, collect_less_often
+
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        collect_less_often()
+        assert gc.get_threshold() == (LOAD_GC_THRESHOLD, 10, 10)
+        gc.set_threshold(LOAD_GC_THRESHOLD * 2, 5, 5)
+        collect_less_often()
+        assert gc.get_threshold() == (LOAD_GC_THRESHOLD * 2, 5, 5)
+    finally:
+        gc.set_threshold(*saved)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.client.wire import event_loop_from_env
-from harness.core.history import History
+from harness.core.history import History, collect_less_often
 from harness.fleet.context import WorkerContext, local_host
 from harness.fleet.execute import run_program
 from harness.fleet.wire import read_message, write_message
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m harness.fleet.worker SOCKET INDEX", file=sys.stderr)
         return 2
     t0 = time.monotonic()
+    collect_less_often()  # a worker records a long history (harness.core.history)
     try:
         event_loop_from_env()  # WSCHAOS_LOOP=uvloop, as the parent was told
     except ValueError as exc:

@@ -61,7 +61,7 @@ def test_ack_latency_under_streaming_load(srv):
             for k in range(n):
                 ids = [f"c{k}-{j}" for j in range(4)]
                 for rid in ids:
-                    await ws.request(rid, chunks=5000, chunk_delay_ms=0)
+                    await ws.request(rid, chunks=50_000, chunk_delay_ms=0)
                 await ws.until(lambda f, last=ids[-1]: f.get("request_id") == last)
                 t0, wall = time.monotonic_ns(), time.time()
                 await ws.interrupt(f"i{k}", ids[k % 4])

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from harness import __version__
 from harness.client.wire import WIRE_HELP, WIRES, use_wire
 from harness.results.gate import ExitCode
+from harness.target.options import add_target_options, target_options_problem
 
 __all__ = ["main"]
 
@@ -41,15 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("target (default: the embedded reference server)")
-    g.add_argument("--target", metavar="FILE", help="a target TOML file")
-    g.add_argument("--target-cmd", metavar="CMD", help="the command that starts the service, with {port}")
-    g.add_argument("--fault", action="append", default=[], metavar="NAME",
-                   help="turn on a reference-server fault switch (repeatable)")
-    g.add_argument("--client-cmd", metavar="CMD",
-                   help="the interactive client to drive on a pty, with {url} (default: the reference client)")
-    g.add_argument("--python-probe", action="store_true", help="inject the zero-code probe into a Python target")
-    g.add_argument("--allow-remote", action="store_true", help="allow a target outside loopback")
+    add_target_options(p, client_cmd=True)
     p.add_argument("--wire", choices=WIRES, help=WIRE_HELP)
 
 
@@ -147,21 +140,14 @@ def _gate_options(args: argparse.Namespace) -> GateOptions:
     from harness.target.spec import load_target, target_from_cmd
 
     time_factor()  # a bad WSCHAOS_TIME_FACTOR is a usage error before anything starts
-    if args.target and args.target_cmd:
-        raise UsageError("wschaos run: give --target or --target-cmd, not both")
+    problem = target_options_problem(args)
+    if problem is not None:
+        raise UsageError(f"wschaos run: {problem}")
     # Validate the target here so a bad file is one clear line, not a failed pytest session.
     if args.target:
         load_target(args.target, allow_remote=args.allow_remote)
     if args.target_cmd:
         target_from_cmd(args.target_cmd, allow_remote=args.allow_remote)
-    if args.fault and (args.target or args.target_cmd):
-        raise UsageError("wschaos run: --fault applies to the embedded reference server only")
-    if args.fault:
-        from reference_server.faults import FAULT_NAMES as FAULTS
-
-        bad = [f for f in args.fault if f not in FAULTS]
-        if bad:
-            raise UsageError(f"wschaos run: unknown fault {', '.join(bad)}; known: {', '.join(sorted(FAULTS))}")
     if args.case:
         from harness.engine.scenario import load_scenarios, select_cases
 

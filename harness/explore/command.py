@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from harness.client.wire import WIRE_HELP, WIRES, use_wire
+from harness.target.options import add_target_options, target_options_problem
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -75,13 +76,7 @@ def _positive(kind: type) -> Any:
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("target (default: the embedded reference server)")
-    g.add_argument("--target", metavar="FILE", help="a target TOML file")
-    g.add_argument("--target-cmd", metavar="CMD", help="the command that starts the service, with {port}")
-    g.add_argument("--fault", action="append", default=[], metavar="NAME",
-                   help="turn on a reference-server fault switch (repeatable)")
-    g.add_argument("--python-probe", action="store_true", help="inject the zero-code probe into a Python target")
-    g.add_argument("--allow-remote", action="store_true", help="allow a target outside loopback")
+    add_target_options(p)
     p.add_argument("--wire", choices=WIRES, help=WIRE_HELP)
 
 
@@ -187,16 +182,9 @@ def _target(args: argparse.Namespace, *, where: str) -> tuple[Target, dict[str, 
         time_factor()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.target and args.target_cmd:
-        raise UsageError("give --target or --target-cmd, not both")
-    if args.fault and (args.target or args.target_cmd):
-        raise UsageError("--fault applies to the embedded reference server only")
-    if args.fault:
-        from reference_server.faults import FAULT_NAMES
-
-        bad = [f for f in args.fault if f not in FAULT_NAMES]
-        if bad:
-            raise UsageError(f"unknown fault {', '.join(bad)}; known: {', '.join(sorted(FAULT_NAMES))}")
+    problem = target_options_problem(args)
+    if problem is not None:
+        raise UsageError(problem)
     source: dict[str, Any] | None = None
     if args.target:
         path = Path(args.target).resolve()

@@ -141,6 +141,11 @@ async def _bare_loop(url: str, i: int, stop_at: float) -> tuple[int, int]:
 async def _drive(kind: str, url: str, seconds: float, server: psutil.Process) -> dict[str, Any]:
     if kind in VARIANTS and VARIANTS[kind][1] != "asyncio":
         return await _drive_in_child(kind, url, seconds, server)
+    return await _measure(kind, url, seconds, server)
+
+
+async def _measure(kind: str, url: str, seconds: float, server: psutil.Process) -> dict[str, Any]:
+    """``kind``'s loops on this process's event loop, timed."""
     me = psutil.Process()
     history = History()
     stop_at = time.monotonic() + seconds
@@ -185,25 +190,17 @@ async def _drive_in_child(kind: str, url: str, seconds: float, server: psutil.Pr
 
 def _child(kind: str, url: str, seconds: float, server_pid: int) -> int:
     """``python -m bench.churn --child KIND ...``: one timed drive, its figures as one JSON line."""
-    wire = VARIANTS[kind][0]
     collect_less_often()  # as the parent's drivers and the fleet's workers do
     with _client_env(kind):
         event_loop_from_env()
 
     async def go() -> dict[str, Any]:
         server = psutil.Process(server_pid)
-        await _drive_here(wire, url, 0.3, server)  # warm-up, as the parent's drivers had
-        result = await _drive_here(wire, url, seconds, server)
-        result["driver"] = kind
-        return result
+        await _measure(kind, url, 0.3, server)  # warm-up, as the parent's drivers had
+        return await _measure(kind, url, seconds, server)
 
     print(json.dumps(asyncio.run(go())))
     return 0
-
-
-async def _drive_here(wire: str, url: str, seconds: float, server: psutil.Process) -> dict[str, Any]:
-    kind = next(k for k, (w, lp) in VARIANTS.items() if w == wire and lp == "asyncio")
-    return await _drive(kind, url, seconds, server)
 
 
 @contextlib.contextmanager

@@ -192,3 +192,33 @@ def test_a_failure_of_wschaos_under_the_wire_ends_the_connection_and_nothing_els
                 assert isinstance(c.connection.error, ValueError)  # type: ignore[attr-defined]
     run(body)
     compile("x = 1\n" * 100, "<after>", "exec")  # a picows callback that raised once broke this
+
+
+def test_the_clients_own_keepalive_ends_a_connection_whose_peer_stopped_reading(wire: str) -> None:
+    """ping_interval / ping_timeout on either wire: the server stops reading (no pongs), and the
+    client ends the connection on its own within a few intervals."""
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(READY)
+        ws.transport.pause_reading()
+        await ws.wait_closed()
+
+    async def body() -> None:
+        # The server's own close must not wait its default 10 s on the client that is gone.
+        async with await _server(handler, close_timeout=0.2) as srv:
+            c = Client(_url(srv), history=History(), wire=wire, ping_interval=0.2, ping_timeout=0.3,
+                       close_timeout=0.5)
+            await c.connect(timeout=5)
+            assert await c.wait_closed(5) is not None, "the client's keepalive never gave up"
+    run(body)
+
+
+def test_compression_the_wire_lacks_is_a_clear_connect_error() -> None:
+    """permessage-deflate on picows: refused by name, not silently left out."""
+    if wire_available("picows") is not None:
+        pytest.skip("picows is not installed")
+
+    async def body() -> None:
+        c = Client("ws://127.0.0.1:9/ws", wire="picows", compression="deflate")
+        with pytest.raises(ClientError, match="picows wire has no 'deflate' compression"):
+            await c.connect(timeout=5)
+    run(body)

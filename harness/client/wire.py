@@ -152,8 +152,11 @@ async def open_wire(name: str, url: str, *, max_size: int | None, open_timeout: 
                     compression: str | None, local_addr: tuple[str, int] | None = None) -> Wire:
     """Open a WebSocket to ``url`` on the wire ``name`` (the caller bounds the whole)."""
     if name == "picows":
+        if compression is not None:
+            raise ValueError(f"the picows wire has no {compression!r} compression; use --wire websockets")
         return await PicowsWire.connect(url, max_size=max_size, local_addr=local_addr,
-                                        close_timeout=close_timeout)
+                                        close_timeout=close_timeout, ping_interval=ping_interval,
+                                        ping_timeout=ping_timeout)
     kw: dict[str, Any] = {"max_size": max_size, "open_timeout": open_timeout, "close_timeout": close_timeout,
                           "ping_interval": ping_interval, "ping_timeout": ping_timeout,
                           # permessage-deflate costs CPU on both sides and tests nothing here.
@@ -317,7 +320,8 @@ class PicowsWire:
 
     @classmethod
     async def connect(cls, url: str, *, max_size: int | None, local_addr: tuple[str, int] | None,
-                      close_timeout: float | None = None) -> PicowsWire:
+                      close_timeout: float | None = None, ping_interval: float | None = None,
+                      ping_timeout: float | None = None) -> PicowsWire:
         from picows import ws_connect
 
         wire = cls()
@@ -328,6 +332,14 @@ class PicowsWire:
                               "max_frame_size": max_size if max_size is not None else 2**62}
         if local_addr is not None:
             kw["local_addr"] = local_addr
+        if ping_interval is not None:
+            # The client's own keepalive, as websockets' ping_interval / ping_timeout; picows
+            # wants the pong within one interval, so a longer ping_timeout is cut to it.
+            from picows import WSAutoPingStrategy
+
+            reply = ping_interval if ping_timeout is None else min(ping_timeout, ping_interval)
+            kw.update(enable_auto_ping=True, auto_ping_idle_timeout=ping_interval, auto_ping_reply_timeout=reply,
+                      auto_ping_strategy=WSAutoPingStrategy.PING_PERIODICALLY)
         if _on_uvloop():
             # uvloop's own transports are the fast path there; aiofastnet's only add to them
             # (bench/churn.py: 211 against 133 us of client CPU a bare cycle).

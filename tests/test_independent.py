@@ -204,6 +204,26 @@ def test_a_server_without_keepalive_fails_the_drop_of_a_silent_peer(tmp_path: Pa
 
 
 # -- what a user's files say ------------------------------------------------------------------
+def test_the_explorer_finds_an_interrupt_that_claims_the_request_read_after_it(tmp_path: Path, capsys) -> None:
+    """From scratch, on an independent server whose INTERRUPT takes its requests when its task runs:
+    INTERRUPT of all + REQUEST in one write, and the ACK claims the REQUEST (rule 5 broken)."""
+    from harness.explore.command import ExitCode, main
+
+    cmd = _cmd("indep_ws.py", "--defect", "late_interrupt_claim")
+    code = main(["explore", "--target-cmd", cmd, "--budget", "40", "--seed", "5", "--shrink-budget", "20",
+                 "--confirm", "0", "--report-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == ExitCode.FOUND, err
+    # Which claim check sees it first depends on the program drawn: the ACK claims a request
+    # that was not running (not_found for an INTERRUPT with nothing to stop, ack_status otherwise).
+    assert re.search(r"FOUND (interrupts\.(not_found|ack_status)|model\.ack_claims) ", err), err
+    # The same exploration of the server without the defect finds nothing.
+    code = main(["explore", "--target-cmd", _cmd("indep_ws.py"), "--budget", "8", "--seed", "5",
+                 "--confirm", "0", "--report-dir", str(tmp_path / "correct")])
+    err = capsys.readouterr().err
+    assert code == ExitCode.CLEAN, err
+
+
 def test_the_uvicorn_target_file_declares_what_the_tests_assume() -> None:
     """tests/fixtures/servers/indep_fastapi.toml: stderr readiness, close codes 1001 and 1012, the repo as cwd."""
     t = load_target(SERVERS / "indep_fastapi.toml")

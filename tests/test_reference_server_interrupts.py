@@ -49,6 +49,7 @@ def test_interrupt_final_before_ack_and_nothing_after(srv):
 
 
 @pytest.mark.slow
+@pytest.mark.solo  # a 200 ms p99 on this machine's time: another worker's load stalls it past that
 def test_ack_latency_under_streaming_load(srv):
     """(1) ACK within 200 ms at p99 while 2 sessions each stream 4 replies at full speed."""
 
